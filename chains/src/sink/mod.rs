@@ -1,0 +1,79 @@
+//! Sinks: where copies end up. Each sink runs on a sink thread, never on a
+//! worker core, and is fed through a bounded lock-free queue.
+
+pub mod pcapng;
+
+use dataplane::classifier::{ChainId, RuleId};
+use dataplane::packet::Packet;
+
+/// One copy on its way to a sink.
+#[derive(Debug)]
+pub struct CopyRecord {
+    /// The copied bytes, with the original's metadata (ingress port,
+    /// timestamp, original length).
+    pub pkt: Packet,
+    /// The rule that steered the original.
+    pub rule: RuleId,
+    /// The chain that made the copy.
+    pub chain: ChainId,
+}
+
+/// Names for the ids inside [`CopyRecord`]s, so sinks can label what they write.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    /// Port names indexed by port id.
+    pub ports: Vec<String>,
+    /// Rule names indexed by rule id.
+    pub rules: Vec<String>,
+}
+
+impl Names {
+    /// The name of port `id`, or `port<id>` when unknown.
+    pub fn port(&self, id: u16) -> std::borrow::Cow<'_, str> {
+        match self.ports.get(id as usize) {
+            Some(n) => n.as_str().into(),
+            None => format!("port{id}").into(),
+        }
+    }
+
+    /// The name of rule `id`, or `rule<id>` when unknown.
+    pub fn rule(&self, id: RuleId) -> std::borrow::Cow<'_, str> {
+        match self.rules.get(id as usize) {
+            Some(n) => n.as_str().into(),
+            None => format!("rule{id}").into(),
+        }
+    }
+}
+
+/// Why a sink could not take a copy.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing failed (disk full, file removed, ...).
+    #[error("{sink}: {source}")]
+    Io {
+        /// The sink's name.
+        sink: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The capture library refused a block.
+    #[error("{sink}: {message}")]
+    Format {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A destination for copies. Called only from its sink thread.
+pub trait Sink: Send {
+    /// The sink's name (for logs and counters).
+    fn name(&self) -> &str;
+    /// Writes one copy.
+    fn write(&mut self, rec: &CopyRecord, names: &Names) -> Result<(), SinkError>;
+    /// Pushes buffered copies to their destination (called when the queue
+    /// runs empty and at shutdown).
+    fn flush(&mut self) -> Result<(), SinkError>;
+}

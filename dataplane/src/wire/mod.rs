@@ -1,0 +1,1 @@
+//! PLACEHOLDER: replaced by header views and builders.
