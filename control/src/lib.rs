@@ -1,1 +1,5 @@
-//! flowsteer control.
+//! flowsteer control: the YAML configuration, its compilation into the
+//! dataplane's and the chains' structures, and the `flowsteer` commands.
+#![deny(unsafe_code)]
+
+pub mod config;
