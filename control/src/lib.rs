@@ -2,4 +2,5 @@
 //! dataplane's and the chains' structures, and the `flowsteer` commands.
 #![deny(unsafe_code)]
 
+pub mod compile;
 pub mod config;

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod packet;
 pub mod parser;
 pub mod port;
+pub mod publish;
 pub mod stats;
 pub mod wire;
 pub mod worker;

@@ -1,1 +1,201 @@
-//! todo
+//! Per-worker counters, written by one worker and read by control.
+//!
+//! Each worker owns one [`WorkerStats`]; only that worker writes it, so a
+//! counter update is a relaxed load and store (a plain `mov` on x86), never a
+//! locked read-modify-write. Control aggregates across workers. Counter
+//! groups are cache-line aligned so two workers never share a line.
+
+use crate::parser::Malformed;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A counter with a single writer.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Sets the value. Only the owning worker may call this.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// Reads the value (any thread).
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why the worker dropped an original packet. Every drop has a reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// A rule with `action: drop` matched.
+    RuleDrop,
+    /// The headers did not parse and the policy is `malformed: drop`.
+    Malformed,
+    /// The packet's port has no egress (not in a link).
+    NoEgress,
+    /// The egress port's transmit ring was full.
+    TxFull,
+    /// A fail-closed chain could not monitor the packet.
+    ChainClosed,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 5;
+    /// All reasons, in index order.
+    pub const ALL: [DropReason; DropReason::COUNT] =
+        [DropReason::RuleDrop, DropReason::Malformed, DropReason::NoEgress, DropReason::TxFull, DropReason::ChainClosed];
+
+    /// Counter label.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::RuleDrop => "rule_drop",
+            DropReason::Malformed => "malformed",
+            DropReason::NoEgress => "no_egress",
+            DropReason::TxFull => "tx_full",
+            DropReason::ChainClosed => "chain_closed",
+        }
+    }
+}
+
+/// A port's own counters, mirrored by the worker that polls it during
+/// housekeeping (every 1024 polls) and when it stops.
+#[derive(Default, Debug)]
+#[repr(align(64))]
+pub struct PortCounters {
+    /// Packets received.
+    pub rx_packets: Counter,
+    /// Bytes received.
+    pub rx_bytes: Counter,
+    /// Packets the port could not receive.
+    pub rx_dropped: Counter,
+    /// Packets transmitted.
+    pub tx_packets: Counter,
+    /// Bytes transmitted.
+    pub tx_bytes: Counter,
+    /// Packets the port could not transmit.
+    pub tx_dropped: Counter,
+}
+
+impl PortCounters {
+    /// Copies a port's own counters.
+    pub fn mirror(&self, s: &crate::port::PortStats) {
+        self.rx_packets.set(s.rx_packets);
+        self.rx_bytes.set(s.rx_bytes);
+        self.rx_dropped.set(s.rx_dropped);
+        self.tx_packets.set(s.tx_packets);
+        self.tx_bytes.set(s.tx_bytes);
+        self.tx_dropped.set(s.tx_dropped);
+    }
+
+    /// Reads the counters back as a snapshot.
+    pub fn snapshot(&self) -> crate::port::PortStats {
+        crate::port::PortStats {
+            rx_packets: self.rx_packets.get(),
+            rx_bytes: self.rx_bytes.get(),
+            rx_dropped: self.rx_dropped.get(),
+            tx_packets: self.tx_packets.get(),
+            tx_bytes: self.tx_bytes.get(),
+            tx_dropped: self.tx_dropped.get(),
+        }
+    }
+}
+
+/// Counters of one rule in one worker.
+#[derive(Default, Debug)]
+#[repr(align(64))]
+pub struct RuleCounters {
+    /// Packets the rule matched.
+    pub packets: Counter,
+    /// Bytes the rule matched.
+    pub bytes: Counter,
+}
+
+/// Everything one worker counts.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct WorkerStats {
+    /// Packets received on all the worker's ports.
+    pub rx: Counter,
+    /// Packets transmitted.
+    pub tx: Counter,
+    /// Packets a rule matched.
+    pub matched: Counter,
+    /// Packets no rule matched (fast path).
+    pub unmatched: Counter,
+    /// Packets whose headers did not fully parse, by reason.
+    pub malformed: [Counter; Malformed::COUNT],
+    /// Originals dropped, by reason.
+    pub drops: [Counter; DropReason::COUNT],
+    /// Flow cache hits.
+    pub cache_hits: Counter,
+    /// Flow cache misses (a rule-set lookup).
+    pub cache_misses: Counter,
+    /// Polls that received at least one packet.
+    pub busy_polls: Counter,
+    /// Polls that received nothing.
+    pub idle_polls: Counter,
+    /// The rule-set generation the worker currently runs.
+    pub generation: Counter,
+    /// Per port, indexed by port id (all ports, even those of other workers).
+    pub ports: Box<[PortCounters]>,
+    /// Per rule, indexed by rule id.
+    pub rules: Box<[RuleCounters]>,
+}
+
+impl WorkerStats {
+    /// Counters for a dataplane with `ports` ports and up to `rules` rules.
+    pub fn new(ports: usize, rules: usize) -> WorkerStats {
+        WorkerStats {
+            rx: Counter::default(),
+            tx: Counter::default(),
+            matched: Counter::default(),
+            unmatched: Counter::default(),
+            malformed: Default::default(),
+            drops: Default::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            busy_polls: Counter::default(),
+            idle_polls: Counter::default(),
+            generation: Counter::default(),
+            ports: (0..ports).map(|_| PortCounters::default()).collect(),
+            rules: (0..rules).map(|_| RuleCounters::default()).collect(),
+        }
+    }
+
+    /// Originals dropped for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+
+    /// Malformed packets of any kind.
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.iter().map(Counter::get).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_and_sum() {
+        let s = WorkerStats::new(2, 3);
+        s.drops[DropReason::TxFull as usize].add(2);
+        s.drops[DropReason::RuleDrop as usize].add(1);
+        s.rules[2].packets.add(5);
+        assert_eq!(s.dropped(), 3);
+        assert_eq!(s.rules[2].packets.get(), 5);
+        assert_eq!(DropReason::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().len(), DropReason::COUNT);
+        assert_eq!(std::mem::align_of::<PortCounters>(), 64);
+    }
+}

@@ -1,1 +1,369 @@
-//! todo
+//! The poll-mode worker: the canonical loop.
+//!
+//! While running: receive a burst from each owned port, parse every packet's
+//! [`FlowKey`], look it up in the per-worker [`FlowCache`] (the published
+//! [`RuleSet`] on a miss), hand matched packets to their chain, stage the
+//! originals per egress port, then one `tx_burst` per egress port.
+//! Housekeeping (flushing capture writers, heartbeat) runs on a cheap
+//! iteration counter, never on a clock read per packet.
+//!
+//! Nothing on this path allocates, locks, or makes a system call per packet;
+//! every packet the worker does not transmit is counted under a
+//! [`DropReason`].
+
+use crate::cache::FlowCache;
+use crate::classifier::{Action, ChainId, RuleId, RuleSet};
+use crate::forward::Links;
+use crate::packet::{Packet, PortId};
+use crate::parser::parse;
+use crate::port::{Burst, Port};
+use crate::publish::RuleTable;
+use crate::stats::{DropReason, WorkerStats};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What a chain decided about the original it was shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainVerdict {
+    /// Forward the original (the normal case, also when copying failed under fail-open).
+    Forward,
+    /// Drop the original (a fail-closed chain that cannot monitor it).
+    Drop,
+}
+
+/// The chains a worker runs matched packets through.
+///
+/// Implemented by the `chains` crate; the dataplane only knows this trait.
+/// One value per worker, so implementations keep per-worker state and
+/// counters without sharing.
+pub trait Chains {
+    /// Runs chain `chain` for a packet that rule `rule` matched. The original
+    /// must not be modified; copies are made from it. `now_ns` is the burst's
+    /// timestamp, for packets whose port gave none. Bounded work, no blocking.
+    fn run(&mut self, chain: ChainId, rule: RuleId, pkt: &Packet, now_ns: u64) -> ChainVerdict;
+
+    /// Called once after each poll round that processed packets.
+    fn end_burst(&mut self) {}
+}
+
+/// A worker without chains: every matched packet is forwarded (benchmarks, tests).
+pub struct NoChains;
+
+impl Chains for NoChains {
+    #[inline]
+    fn run(&mut self, _: ChainId, _: RuleId, _: &Packet, _: u64) -> ChainVerdict {
+        ChainVerdict::Forward
+    }
+}
+
+/// What to do with packets whose headers do not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MalformedPolicy {
+    /// Count, classify as far as parsed, forward.
+    #[default]
+    Forward,
+    /// Count and drop.
+    Drop,
+}
+
+/// Tuning of one worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Worker index (for logs).
+    pub id: usize,
+    /// Flow cache entries.
+    pub flow_cache: usize,
+    /// Packets per receive burst, 1..=[`crate::BURST`].
+    pub burst: usize,
+    /// Malformed-packet policy.
+    pub malformed: MalformedPolicy,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { id: 0, flow_cache: 65_536, burst: crate::BURST, malformed: MalformedPolicy::Forward }
+    }
+}
+
+/// Why a worker cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkerError {
+    /// A port's link peer belongs to another worker.
+    #[error("port `{port}` is linked to port id {peer}, which this worker does not own; both ports of a link must be on the same worker")]
+    PeerElsewhere {
+        /// The port's name.
+        port: String,
+        /// The peer's id.
+        peer: PortId,
+    },
+}
+
+/// How often (in poll rounds) housekeeping runs: a power of two minus one, used as a mask.
+const HOUSEKEEPING_MASK: u64 = 0x3ff;
+
+/// A poll-mode worker over a set of ports.
+pub struct Worker<C: Chains> {
+    cfg: WorkerConfig,
+    ports: Vec<Box<dyn Port>>,
+    /// Local index of each local port's egress port.
+    egress: Vec<Option<usize>>,
+    /// Originals staged for transmission, per local port.
+    out: Vec<Burst>,
+    table: Arc<RuleTable>,
+    rules: Arc<RuleSet>,
+    generation: u64,
+    cache: FlowCache,
+    chains: C,
+    stats: Arc<WorkerStats>,
+    iter: u64,
+}
+
+impl<C: Chains> Worker<C> {
+    /// A worker owning `ports`, forwarding along `links`, classifying with the
+    /// rules published in `table`, running matched packets through `chains`,
+    /// counting into `stats`.
+    pub fn new(
+        cfg: WorkerConfig,
+        ports: Vec<Box<dyn Port>>,
+        links: &Links,
+        table: Arc<RuleTable>,
+        chains: C,
+        stats: Arc<WorkerStats>,
+    ) -> Result<Worker<C>, WorkerError> {
+        let mut egress = Vec::with_capacity(ports.len());
+        for p in &ports {
+            match links.peer(p.id()) {
+                None => egress.push(None),
+                Some(peer) => match ports.iter().position(|q| q.id() == peer) {
+                    Some(local) => egress.push(Some(local)),
+                    None => return Err(WorkerError::PeerElsewhere { port: p.name().to_string(), peer }),
+                },
+            }
+        }
+        let out = ports.iter().map(|_| Burst::new()).collect();
+        let generation = table.generation();
+        let rules = table.load();
+        stats.generation.set(generation);
+        let mut cfg = cfg;
+        cfg.burst = cfg.burst.clamp(1, crate::BURST);
+        Ok(Worker {
+            cache: FlowCache::new(cfg.flow_cache.max(1)),
+            cfg,
+            ports,
+            egress,
+            out,
+            table,
+            rules,
+            generation,
+            chains,
+            stats,
+            iter: 0,
+        })
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// The worker's ports (for their own counters after a run).
+    pub fn ports(&self) -> &[Box<dyn Port>] {
+        &self.ports
+    }
+
+    /// The worker's chains (for their counters after a run).
+    pub fn chains(&self) -> &C {
+        &self.chains
+    }
+
+    /// Takes a newly published rule set, if there is one. Once per poll round.
+    #[inline]
+    fn refresh_rules(&mut self) {
+        let g = self.table.generation();
+        if g != self.generation {
+            self.rules = self.table.load();
+            self.generation = g;
+            self.stats.generation.set(g);
+        }
+    }
+
+    /// One poll round over every owned port. Returns the packets received.
+    pub fn poll(&mut self) -> usize {
+        self.refresh_rules();
+        let mut total = 0;
+        for i in 0..self.ports.len() {
+            let mut burst = Burst::new();
+            let n = self.ports[i].rx_burst(&mut burst);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            self.process(i, &mut burst);
+        }
+        if total > 0 {
+            for i in 0..self.out.len() {
+                if !self.out[i].is_empty() {
+                    self.transmit(i);
+                }
+            }
+            self.chains.end_burst();
+            self.stats.busy_polls.add(1);
+        } else {
+            self.stats.idle_polls.add(1);
+        }
+        self.iter = self.iter.wrapping_add(1);
+        if self.iter & HOUSEKEEPING_MASK == 0 {
+            self.mirror_port_stats();
+            if total == 0 {
+                self.flush_ports();
+            }
+        }
+        total
+    }
+
+    /// Classifies one received burst and stages the originals for transmission.
+    #[inline]
+    fn process(&mut self, i: usize, burst: &mut Burst) {
+        let st = &*self.stats;
+        st.rx.add(burst.len() as u64);
+
+        let egress = self.egress[i];
+        let classify = !self.rules.is_empty();
+        let mut unmatched = 0u64;
+        let mut matched = 0u64;
+        let mut now_ns = 0u64;
+        for pkt in burst.drain(..) {
+            let (key, bad) = parse(pkt.data(), pkt.meta.port);
+            if let Some(reason) = bad {
+                st.malformed[reason as usize].add(1);
+                if self.cfg.malformed == MalformedPolicy::Drop {
+                    st.drops[DropReason::Malformed as usize].add(1);
+                    continue;
+                }
+            }
+            let verdict = if classify {
+                let rules = &self.rules;
+                self.cache.lookup(&key, self.generation, |k| rules.classify(k))
+            } else {
+                None
+            };
+            let Some(v) = verdict else {
+                unmatched += 1;
+                stage(&mut self.out, egress, &mut self.ports, pkt, st);
+                continue;
+            };
+            matched += 1;
+            if let Some(rc) = st.rules.get(v.rule as usize) {
+                rc.packets.add(1);
+                rc.bytes.add(pkt.len() as u64);
+            }
+            match v.action {
+                Action::Drop => st.drops[DropReason::RuleDrop as usize].add(1),
+                Action::Chain(chain) => {
+                    if now_ns == 0 {
+                        now_ns = wall_clock_ns();
+                    }
+                    match self.chains.run(chain, v.rule, &pkt, now_ns) {
+                        ChainVerdict::Forward => stage(&mut self.out, egress, &mut self.ports, pkt, st),
+                        ChainVerdict::Drop => st.drops[DropReason::ChainClosed as usize].add(1),
+                    }
+                }
+            }
+        }
+        st.unmatched.add(unmatched);
+        st.matched.add(matched);
+    }
+
+    /// Transmits what is staged for local port `i`.
+    #[inline]
+    fn transmit(&mut self, i: usize) {
+        transmit(&mut self.out[i], &mut *self.ports[i], &self.stats);
+    }
+
+    /// Copies each port's own counters where control can read them.
+    fn mirror_port_stats(&self) {
+        for p in &self.ports {
+            if let Some(pc) = self.stats.ports.get(p.id() as usize) {
+                pc.mirror(&p.stats());
+            }
+        }
+    }
+
+    /// Flushes every port's buffered output (capture writers).
+    fn flush_ports(&mut self) {
+        for p in &mut self.ports {
+            if let Err(e) = p.flush() {
+                log::warn!("worker {}: flushing port {}: {e}", self.cfg.id, p.name());
+            }
+        }
+    }
+
+    /// Polls until `stop` is set, then drains: staged packets are sent and
+    /// ports flushed.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            self.poll();
+        }
+        self.finish();
+    }
+
+    /// Polls until every port's input is exhausted (capture files read to the
+    /// end) and nothing more arrives, or until `stop` is set. For offline replay.
+    pub fn run_to_end(&mut self, stop: &AtomicBool) {
+        loop {
+            let n = self.poll();
+            if stop.load(Ordering::Relaxed) || (n == 0 && self.ports.iter().all(|p| p.rx_exhausted())) {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    /// Sends what is staged and flushes the ports.
+    pub fn finish(&mut self) {
+        for i in 0..self.out.len() {
+            if !self.out[i].is_empty() {
+                self.transmit(i);
+            }
+        }
+        self.chains.end_burst();
+        self.flush_ports();
+        self.mirror_port_stats();
+    }
+
+    /// The generation of the rule set this worker runs.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// Stages an original for its egress port, transmitting first if the stage is full.
+#[inline]
+fn stage(out: &mut [Burst], egress: Option<usize>, ports: &mut [Box<dyn Port>], pkt: Packet, st: &WorkerStats) {
+    let Some(e) = egress else {
+        st.drops[DropReason::NoEgress as usize].add(1);
+        return;
+    };
+    if out[e].is_full() {
+        transmit(&mut out[e], &mut *ports[e], st);
+    }
+    // Cannot fail: the stage was just emptied if it was full.
+    let _ = out[e].try_push(pkt);
+}
+
+#[inline]
+fn transmit(out: &mut Burst, port: &mut dyn Port, st: &WorkerStats) {
+    let n = out.len();
+    let sent = port.tx_burst(out);
+    st.tx.add(sent as u64);
+    if sent < n {
+        st.drops[DropReason::TxFull as usize].add((n - sent) as u64);
+    }
+}
+
+/// Nanoseconds since the Unix epoch (vDSO clock read: once per burst at most).
+#[inline]
+pub fn wall_clock_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}

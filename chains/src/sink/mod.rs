@@ -2,6 +2,11 @@
 //! worker core, and is fed through a bounded lock-free queue.
 
 pub mod pcapng;
+mod queue;
+mod thread;
+
+pub use queue::SinkQueue;
+pub use thread::SinkThread;
 
 use dataplane::classifier::{ChainId, RuleId};
 use dataplane::packet::Packet;

@@ -1,0 +1,96 @@
+//! The bounded queue between workers and a sink thread, with the sink's
+//! health and counters.
+
+use super::CopyRecord;
+use crossbeam_queue::ArrayQueue;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// A sink's inbox: bounded, lock-free, multi-producer (workers) and single
+/// consumer (the sink thread). Pushing never blocks: a full queue hands the
+/// copy back and the worker drops it.
+pub struct SinkQueue {
+    name: String,
+    queue: ArrayQueue<CopyRecord>,
+    up: AtomicBool,
+    written: AtomicU64,
+    errors: AtomicU64,
+    lost_down: AtomicU64,
+}
+
+impl SinkQueue {
+    /// A queue of `capacity` copies for the sink called `name`.
+    pub fn new(name: &str, capacity: usize) -> SinkQueue {
+        SinkQueue {
+            name: name.to_string(),
+            queue: ArrayQueue::new(capacity.max(1)),
+            up: AtomicBool::new(true),
+            written: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            lost_down: AtomicU64::new(0),
+        }
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Enqueues a copy; gives it back when the queue is full.
+    #[inline]
+    pub fn push(&self, rec: CopyRecord) -> Result<(), CopyRecord> {
+        self.queue.push(rec)
+    }
+
+    /// Takes the next copy (sink thread only).
+    pub fn pop(&self) -> Option<CopyRecord> {
+        self.queue.pop()
+    }
+
+    /// Copies waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// True when no copy is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// False while the sink is failing: workers then skip copying to it.
+    #[inline]
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_written(&self) {
+        self.written.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_lost_down(&self) {
+        self.lost_down.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies written by the sink.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Write errors (each one loses the copy being written).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Copies that were already queued when the sink went down, discarded
+    /// until its retry time.
+    pub fn lost_down(&self) -> u64 {
+        self.lost_down.load(Ordering::Relaxed)
+    }
+}

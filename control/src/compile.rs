@@ -1,0 +1,469 @@
+//! Validated configuration in, compiled form out.
+//!
+//! [`compile`] checks everything that crosses fields (names that must exist,
+//! names that must be unique, match fields that need each other, rules that
+//! overlap) and produces a [`Plan`]: the dataplane's and the chains' own
+//! structures, immutable, with no trace of YAML left.
+
+use crate::config::{ActionCfg, Config, ConfigError, MalformedCfg, OnFailureCfg, PortKind, Pos, RuleCfg, SinkKind, StageCfg};
+use chains::stage::StageSpec;
+use chains::{ChainSpec, OnFailure};
+use dataplane::classifier::{Action, Match, Rule, RuleError, RuleSet};
+use dataplane::flow::proto;
+use dataplane::forward::Links;
+use dataplane::packet::PortId;
+use dataplane::worker::{MalformedPolicy, WorkerConfig};
+use serde_saphyr::Spanned;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A port to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortPlan {
+    /// Name.
+    pub name: String,
+    /// Backend.
+    pub kind: PortKind,
+    /// Input capture (`pcap`).
+    pub rx: Option<PathBuf>,
+    /// Output capture (`pcap`).
+    pub tx: Option<PathBuf>,
+}
+
+/// A sink to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkPlan {
+    /// Name.
+    pub name: String,
+    /// Type.
+    pub kind: SinkKind,
+    /// Output file (`pcapng`).
+    pub path: PathBuf,
+}
+
+/// One worker thread: its core and its ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerPlan {
+    /// Pinned core, if any.
+    pub core: Option<usize>,
+    /// Port ids it polls.
+    pub ports: Vec<PortId>,
+}
+
+/// Everything needed to start the dataplane.
+pub struct Plan {
+    /// Ports, indexed by port id.
+    pub ports: Vec<PortPlan>,
+    /// Link pairs.
+    pub links: Links,
+    /// Sinks, indexed as the chains' `copy` stages refer to them.
+    pub sinks: Vec<SinkPlan>,
+    /// Chains, indexed by chain id.
+    pub chains: Vec<ChainSpec>,
+    /// The compiled rules.
+    pub rules: RuleSet,
+    /// Workers and their ports.
+    pub workers: Vec<WorkerPlan>,
+    /// Settings shared by every worker (`id` is set per worker).
+    pub worker: WorkerConfig,
+    /// Buffers in the copy pool.
+    pub copy_buffers: usize,
+    /// Capacity of each sink's queue.
+    pub sink_queue: usize,
+    /// Interval of the running rate summary; `None` when off.
+    pub stats_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("ports", &self.ports)
+            .field("links", &self.links)
+            .field("sinks", &self.sinks)
+            .field("chains", &self.chains)
+            .field("rules", &self.rules.len())
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds name → index maps, refusing duplicates.
+fn index_names<'a>(
+    file: &str,
+    what: &str,
+    items: impl Iterator<Item = (&'a Spanned<String>, String)>,
+) -> Result<HashMap<String, usize>, ConfigError> {
+    let mut map: HashMap<String, usize> = HashMap::new();
+    for (i, (name, field)) in items.enumerate() {
+        if name.value.is_empty() {
+            return Err(Pos::of(name, field).error(file, format!("{what} name must not be empty")));
+        }
+        if map.insert(name.value.clone(), i).is_some() {
+            return Err(Pos::of(name, field).error(file, format!("{what} `{}` is defined twice", name.value)));
+        }
+    }
+    Ok(map)
+}
+
+fn lookup(map: &HashMap<String, usize>, name: &Spanned<String>, field: String, file: &str, what: &str) -> Result<usize, ConfigError> {
+    map.get(&name.value).copied().ok_or_else(|| {
+        let mut known: Vec<&str> = map.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        let hint = if known.is_empty() { format!("no {what}s are defined") } else { format!("known {what}s: {}", known.join(", ")) };
+        Pos::of(name, field).error(file, format!("unknown {what} `{}` ({hint})", name.value))
+    })
+}
+
+/// Checks a parsed configuration and compiles it. `file` names the file in errors.
+pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
+    let dp = &cfg.dataplane;
+    // Dataplane settings.
+    if !(1..=dataplane::BURST as u32).contains(&dp.burst.value) {
+        return Err(Pos::of(&dp.burst, "dataplane.burst").error(file, format!("must be between 1 and {}", dataplane::BURST)));
+    }
+    for (v, f) in [(&dp.flow_cache, "dataplane.flow_cache"), (&dp.copy_buffers, "dataplane.copy_buffers"), (&dp.sink_queue, "dataplane.sink_queue")] {
+        if v.value == 0 {
+            return Err(Pos::of(v, f).error(file, "must be at least 1"));
+        }
+    }
+    if !(dp.stats_interval.value >= 0.0 && dp.stats_interval.value.is_finite()) {
+        return Err(Pos::of(&dp.stats_interval, "dataplane.stats_interval").error(file, "must be 0 (off) or a number of seconds"));
+    }
+    if dp.workers.is_empty() {
+        return Err(ConfigError {
+            file: file.into(),
+            line: 0,
+            column: 0,
+            field: "dataplane.workers".into(),
+            message: "at least one worker is needed".into(),
+        });
+    }
+    let cores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(usize::MAX);
+    for (i, w) in dp.workers.iter().enumerate() {
+        if let Some(c) = &w.core {
+            if c.value >= cores {
+                return Err(Pos::of(c, format!("dataplane.workers[{i}].core"))
+                    .error(file, format!("core {} does not exist (this machine has cores 0-{})", c.value, cores.saturating_sub(1))));
+            }
+            if dp.workers[..i].iter().any(|o| o.core.as_ref().map(|x| x.value) == Some(c.value)) {
+                return Err(Pos::of(c, format!("dataplane.workers[{i}].core"))
+                    .error(file, format!("core {} already has a worker; a busy-polling worker owns its core", c.value)));
+            }
+        }
+    }
+
+    // Ports.
+    let port_ix = index_names(file, "port", cfg.ports.iter().enumerate().map(|(i, p)| (&p.name, format!("ports[{i}].name"))))?;
+    if cfg.ports.len() > PortId::MAX as usize {
+        return Err(ConfigError { file: file.into(), line: 0, column: 0, field: "ports".into(), message: "too many ports".into() });
+    }
+    let mut ports = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        match p.kind.value {
+            PortKind::Pcap => {
+                if p.rx.is_none() && p.tx.is_none() {
+                    return Err(Pos::of(&p.kind, format!("ports[{i}].type"))
+                        .error(file, format!("pcap port `{}` needs `rx` (a capture to read), `tx` (a capture to write), or both", p.name.value)));
+                }
+            }
+        }
+        ports.push(PortPlan {
+            name: p.name.value.clone(),
+            kind: p.kind.value,
+            rx: p.rx.as_ref().map(|s| s.value.clone()),
+            tx: p.tx.as_ref().map(|s| s.value.clone()),
+        });
+    }
+
+    // Links.
+    let mut pairs = Vec::new();
+    let mut linked: HashMap<usize, usize> = HashMap::new();
+    for (i, l) in cfg.links.iter().enumerate() {
+        if l.value.len() != 2 {
+            return Err(Pos::of(l, format!("links[{i}]")).error(file, format!("a link joins exactly two ports, this one lists {}", l.value.len())));
+        }
+        let a = lookup(&port_ix, &l.value[0], format!("links[{i}][0]"), file, "port")?;
+        let b = lookup(&port_ix, &l.value[1], format!("links[{i}][1]"), file, "port")?;
+        if a == b {
+            return Err(Pos::of(&l.value[1], format!("links[{i}][1]")).error(file, format!("port `{}` cannot be linked to itself", l.value[0].value)));
+        }
+        for (j, p) in [(0, a), (1, b)] {
+            if let Some(prev) = linked.insert(p, i) {
+                return Err(Pos::of(&l.value[j], format!("links[{i}][{j}]"))
+                    .error(file, format!("port `{}` is already in links[{prev}]; a port belongs to one link", l.value[j].value)));
+            }
+        }
+        pairs.push((a as PortId, b as PortId));
+    }
+    let links = Links::new(ports.len(), &pairs).map_err(|e| ConfigError {
+        file: file.into(),
+        line: 0,
+        column: 0,
+        field: "links".into(),
+        message: e.to_string(),
+    })?;
+
+    // Sinks.
+    let sink_ix = index_names(file, "sink", cfg.sinks.iter().enumerate().map(|(i, s)| (&s.name, format!("sinks[{i}].name"))))?;
+    let mut sinks = Vec::new();
+    for (i, s) in cfg.sinks.iter().enumerate() {
+        let path = match (s.kind.value, &s.path) {
+            (SinkKind::Pcapng, Some(p)) => p.value.clone(),
+            (SinkKind::Pcapng, None) => {
+                return Err(Pos::of(&s.kind, format!("sinks[{i}].type")).error(file, format!("pcapng sink `{}` needs a `path`", s.name.value)))
+            }
+        };
+        sinks.push(SinkPlan { name: s.name.value.clone(), kind: s.kind.value, path });
+    }
+
+    // Chains.
+    let chain_ix = index_names(file, "chain", cfg.chains.iter().enumerate().map(|(i, c)| (&c.name, format!("chains[{i}].name"))))?;
+    let mut chains = Vec::new();
+    for (i, c) in cfg.chains.iter().enumerate() {
+        if c.stages.is_empty() {
+            return Err(Pos::of(&c.name, format!("chains[{i}].stages")).error(file, format!("chain `{}` has no stages", c.name.value)));
+        }
+        let mut stages = Vec::new();
+        for (j, st) in c.stages.iter().enumerate() {
+            match &st.value {
+                StageCfg::Copy { to } => {
+                    if to.is_empty() {
+                        return Err(Pos::of(st, format!("chains[{i}].stages[{j}].copy.to")).error(file, "copy needs at least one sink in `to`"));
+                    }
+                    let mut idx = Vec::new();
+                    for (k, s) in to.iter().enumerate() {
+                        let n = lookup(&sink_ix, s, format!("chains[{i}].stages[{j}].copy.to[{k}]"), file, "sink")?;
+                        if idx.contains(&n) {
+                            return Err(Pos::of(s, format!("chains[{i}].stages[{j}].copy.to[{k}]")).error(file, format!("sink `{}` is listed twice", s.value)));
+                        }
+                        idx.push(n);
+                    }
+                    stages.push(StageSpec::Copy { to: idx });
+                }
+            }
+        }
+        chains.push(ChainSpec {
+            name: c.name.value.clone(),
+            on_failure: match c.on_failure {
+                OnFailureCfg::FailOpen => OnFailure::FailOpen,
+                OnFailureCfg::FailClosed => OnFailure::FailClosed,
+            },
+            stages,
+        });
+    }
+
+    // Rules.
+    let rule_ix = index_names(file, "rule", cfg.rules.iter().enumerate().map(|(i, r)| (&r.name, format!("rules[{i}].name"))))?;
+    debug_assert_eq!(rule_ix.len(), cfg.rules.len());
+    let mut rules = Vec::new();
+    for (i, r) in cfg.rules.iter().enumerate() {
+        rules.push(compile_rule(r, i, file, &port_ix, &chain_ix)?);
+    }
+    let rules = RuleSet::new(rules).map_err(|e| match e {
+        RuleError::Overlap { second, .. } | RuleError::DuplicateName { second, .. } => {
+            let r = &cfg.rules[second as usize];
+            Pos::of(&r.priority, format!("rules[{second}].priority")).error(file, e.to_string())
+        }
+    })?;
+    for (c, spec) in cfg.chains.iter().zip(&chains) {
+        if !cfg.rules.iter().any(|r| r.chain.as_ref().map(|s| &s.value) == Some(&spec.name)) {
+            log::warn!("{file}:{}: chain `{}` is not used by any rule", c.name.referenced.line(), spec.name);
+        }
+    }
+
+    // Workers: both ports of a link on one worker; links spread round-robin,
+    // unlinked ports to the least loaded worker.
+    let mut workers: Vec<WorkerPlan> = dp.workers.iter().map(|w| WorkerPlan { core: w.core.as_ref().map(|c| c.value), ports: Vec::new() }).collect();
+    let n = workers.len();
+    for (i, &(a, b)) in links.pairs().iter().enumerate() {
+        workers[i % n].ports.extend([a, b]);
+    }
+    for p in 0..ports.len() as PortId {
+        if links.peer(p).is_none() {
+            if let Some(w) = workers.iter_mut().min_by_key(|w| w.ports.len()) {
+                w.ports.push(p);
+            }
+        }
+    }
+    for (i, w) in workers.iter().enumerate() {
+        if w.ports.is_empty() {
+            log::warn!("{file}: worker {i} has no ports (more workers than links)");
+        }
+    }
+
+    Ok(Plan {
+        ports,
+        links,
+        sinks,
+        chains,
+        rules,
+        workers,
+        worker: WorkerConfig {
+            id: 0,
+            flow_cache: dp.flow_cache.value as usize,
+            burst: dp.burst.value as usize,
+            malformed: match dp.malformed {
+                MalformedCfg::Forward => MalformedPolicy::Forward,
+                MalformedCfg::Drop => MalformedPolicy::Drop,
+            },
+        },
+        copy_buffers: dp.copy_buffers.value as usize,
+        sink_queue: dp.sink_queue.value as usize,
+        stats_interval: (dp.stats_interval.value > 0.0).then(|| Duration::from_secs_f64(dp.stats_interval.value)),
+    })
+}
+
+fn compile_rule(
+    r: &RuleCfg,
+    i: usize,
+    file: &str,
+    port_ix: &HashMap<String, usize>,
+    chain_ix: &HashMap<String, usize>,
+) -> Result<Rule, ConfigError> {
+    let at = |s: &dyn SpanOf, f: &str| Pos { line: s.line(), column: s.column(), field: format!("rules[{i}].{f}") };
+    let action = match (&r.chain, &r.action) {
+        (Some(c), None) => Action::Chain(lookup(chain_ix, c, format!("rules[{i}].chain"), file, "chain")? as u16),
+        (None, Some(a)) => match a.value {
+            ActionCfg::Drop => Action::Drop,
+        },
+        (Some(c), Some(_)) => return Err(at(c, "chain").error(file, format!("rule `{}` has both `chain` and `action`; give one", r.name.value))),
+        (None, None) => {
+            return Err(at(&r.name, "name").error(file, format!("rule `{}` needs `chain: <chain name>` or `action: drop`", r.name.value)))
+        }
+    };
+    let m = &r.matches;
+    let mut out = Match::default();
+    if let Some(p) = &m.in_port {
+        out.in_port = Some(lookup(port_ix, p, format!("rules[{i}].match.in_port"), file, "port")? as PortId);
+    }
+    out.src_mac = m.src_mac.as_ref().map(|s| s.value.0);
+    out.dst_mac = m.dst_mac.as_ref().map(|s| s.value.0);
+    for (v, f) in [(&m.vlan, "match.vlan"), (&m.inner_vlan, "match.inner_vlan")] {
+        if let Some(v) = v {
+            if v.value > 4095 {
+                return Err(at(v, f).error(file, format!("VLAN id {} is out of range (0..=4095)", v.value)));
+            }
+        }
+    }
+    if m.inner_vlan.is_some() && m.vlan.is_none() {
+        return Err(at(m.inner_vlan.as_ref().unwrap(), "match.inner_vlan").error(file, "inner_vlan needs vlan (the outer tag) too"));
+    }
+    out.vlan = m.vlan.as_ref().map(|v| v.value);
+    out.inner_vlan = m.inner_vlan.as_ref().map(|v| v.value);
+    out.ethertype = m.ethertype.as_ref().map(|e| e.value.0);
+    out.src_ip = m.src.as_ref().map(|s| s.value.0);
+    out.dst_ip = m.dst.as_ref().map(|s| s.value.0);
+    if let (Some(s), Some(d)) = (&m.src, &m.dst) {
+        if s.value.0.addr().is_ipv4() != d.value.0.addr().is_ipv4() {
+            return Err(at(d, "match.dst").error(file, "src and dst are of different IP families; the rule could never match"));
+        }
+    }
+    let family = m.src.as_ref().or(m.dst.as_ref()).map(|s| if s.value.0.addr().is_ipv4() { 0x0800u16 } else { 0x86dd });
+    if let (Some(fam), Some(et)) = (family, &m.ethertype) {
+        if et.value.0 != fam {
+            return Err(at(et, "match.ethertype")
+                .error(file, format!("ethertype {:#06x} contradicts the {} addresses in src/dst; the rule could never match", et.value.0, if fam == 0x0800 { "IPv4" } else { "IPv6" })));
+        }
+    }
+    out.proto = m.proto.as_ref().map(|p| p.value.0);
+    if let Some(p) = &m.proto {
+        let v6only = p.value.0 == proto::ICMPV6;
+        let v4only = p.value.0 == proto::ICMP;
+        if (family == Some(0x0800) && v6only) || (family == Some(0x86dd) && v4only) {
+            return Err(at(p, "match.proto").error(file, "this protocol does not exist in the IP family of src/dst; the rule could never match"));
+        }
+    }
+    for (pr, f) in [(&m.src_port, "match.src_port"), (&m.dst_port, "match.dst_port")] {
+        if let Some(pr) = pr {
+            let ok = matches!(out.proto, Some(proto::TCP | proto::UDP | proto::SCTP));
+            if !ok {
+                return Err(at(pr, f).error(file, "port matches need `proto: tcp`, `udp` or `sctp` in the same match"));
+            }
+        }
+    }
+    out.src_port = m.src_port.as_ref().map(|p| p.value.0);
+    out.dst_port = m.dst_port.as_ref().map(|p| p.value.0);
+    Ok(Rule { name: r.name.value.clone(), priority: r.priority.value, matches: out, symmetric: r.symmetric, action })
+}
+
+/// Anything with a position in the file.
+trait SpanOf {
+    fn line(&self) -> u32;
+    fn column(&self) -> u32;
+}
+
+impl<T> SpanOf for Spanned<T> {
+    fn line(&self) -> u32 {
+        self.referenced.line() as u32
+    }
+    fn column(&self) -> u32 {
+        self.referenced.column() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    const BASE: &str = "ports:\n  - { name: a, type: pcap, rx: in.pcap }\n  - { name: b, type: pcap, tx: out.pcap }\nlinks:\n  - [a, b]\nsinks:\n  - { name: cap, type: pcapng, path: copies.pcapng }\nchains:\n  - name: watch\n    stages:\n      - copy: { to: [cap] }\n";
+
+    fn compile_text(rules: &str) -> Result<Plan, ConfigError> {
+        let text = format!("{BASE}rules:\n{rules}");
+        let cfg = parse_str(&text, "t.yaml")?;
+        compile(&cfg, "t.yaml")
+    }
+
+    #[test]
+    fn a_good_config_compiles() {
+        let plan = compile_text("  - name: web\n    priority: 10\n    match: { src: 10.0.0.0/24, proto: tcp, dst_port: 80 }\n    symmetric: true\n    chain: watch\n").unwrap();
+        assert_eq!(plan.ports.len(), 2);
+        assert_eq!(plan.links.peer(0), Some(1));
+        assert_eq!(plan.rules.len(), 1);
+        assert_eq!(plan.workers, vec![WorkerPlan { core: None, ports: vec![0, 1] }]);
+        assert_eq!(plan.chains[0].stages, vec![StageSpec::Copy { to: vec![0] }]);
+    }
+
+    fn err(rules: &str) -> ConfigError {
+        compile_text(rules).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_chain_names_line_column_and_field() {
+        let e = err("  - name: web\n    priority: 10\n    chain: wach\n");
+        assert_eq!((e.line, e.column, e.field.as_str()), (15, 12, "rules[0].chain"));
+        assert!(e.message.contains("unknown chain `wach` (known chains: watch)"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_equal_priorities_are_refused() {
+        let e = err("  - name: one\n    priority: 5\n    match: { proto: tcp }\n    chain: watch\n  - name: two\n    priority: 5\n    match: { dst: 10.0.0.1 }\n    chain: watch\n");
+        assert_eq!((e.line, e.field.as_str()), (18, "rules[1].priority"));
+        assert!(e.message.contains("`one` and `two`"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_mistakes_are_refused() {
+        assert!(err("  - name: r\n    priority: 1\n    match: { dst_port: 80 }\n    chain: watch\n").message.contains("need `proto"));
+        assert!(err("  - name: r\n    priority: 1\n    match: { src: 10.0.0.0/8, dst: fd00::/8 }\n    chain: watch\n").message.contains("different IP families"));
+        assert!(err("  - name: r\n    priority: 1\n    match: { in_port: c }\n    chain: watch\n").message.contains("unknown port `c`"));
+        assert!(err("  - name: r\n    priority: 1\n    match: { vlan: 5000 }\n    chain: watch\n").message.contains("out of range"));
+        assert!(err("  - name: r\n    priority: 1\n    chain: watch\n  - name: r\n    priority: 2\n    chain: watch\n").message.contains("defined twice"));
+        assert!(err("  - name: r\n    priority: 1\n").message.contains("needs `chain"));
+        assert!(err("  - name: r\n    priority: 1\n    chain: watch\n    action: drop\n").message.contains("both"));
+    }
+
+    #[test]
+    fn bad_links_and_sinks_are_refused() {
+        let text = "ports:\n  - { name: a, type: pcap, rx: x }\nlinks:\n  - [a, a]\n";
+        let e = compile(&parse_str(text, "t").unwrap(), "t").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "links[0][1]"));
+        let text = "ports:\n  - { name: a, type: pcap, rx: x }\nchains:\n  - name: c\n    stages:\n      - copy: { to: [nope] }\n";
+        let e = compile(&parse_str(text, "t").unwrap(), "t").unwrap_err();
+        assert!(e.message.contains("unknown sink `nope`"), "{e}");
+        let text = "ports:\n  - { name: a, type: pcap }\n";
+        let e = compile(&parse_str(text, "t").unwrap(), "t").unwrap_err();
+        assert!(e.message.contains("needs `rx`"), "{e}");
+    }
+}
