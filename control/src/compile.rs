@@ -16,6 +16,7 @@ use dataplane::worker::{MalformedPolicy, WorkerConfig};
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A port to open.
@@ -62,7 +63,7 @@ pub struct Plan {
     /// Chains, indexed by chain id.
     pub chains: Vec<ChainSpec>,
     /// The compiled rules.
-    pub rules: RuleSet,
+    pub rules: Arc<RuleSet>,
     /// Workers and their ports.
     pub workers: Vec<WorkerPlan>,
     /// Settings shared by every worker (`id` is set per worker).
@@ -260,7 +261,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     for (i, r) in cfg.rules.iter().enumerate() {
         rules.push(compile_rule(r, i, file, &port_ix, &chain_ix)?);
     }
-    let rules = RuleSet::new(rules).map_err(|e| match e {
+    let rules = RuleSet::new(rules).map(Arc::new).map_err(|e| match e {
         RuleError::Overlap { second, .. } | RuleError::DuplicateName { second, .. } => {
             let r = &cfg.rules[second as usize];
             Pos::of(&r.priority, format!("rules[{second}].priority")).error(file, e.to_string())

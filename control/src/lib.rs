@@ -4,3 +4,5 @@
 
 pub mod compile;
 pub mod config;
+pub mod report;
+pub mod runtime;

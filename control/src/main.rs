@@ -1,1 +1,149 @@
-fn main() {}
+//! The `flowsteer` command.
+
+use clap::{Parser, Subcommand};
+use control::compile::{compile, Plan};
+use control::config::{load, ConfigError};
+use control::runtime::{self, ReplayArgs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// flowsteer: a poll-mode dataplane that steers selected VM-to-VM flows
+/// through capture-and-copy chains and forwards every original untouched.
+#[derive(Parser)]
+#[command(name = "flowsteer", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dataplane until SIGINT or SIGTERM, then drain, flush the sinks
+    /// and print the final counters.
+    Run {
+        /// Configuration file (YAML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Seconds between rate summaries (overrides dataplane.stats_interval; 0 = off).
+        #[arg(long, value_name = "SECS")]
+        stats_interval: Option<f64>,
+    },
+    /// Validate a configuration: exit 0 when it is good, 2 with one located
+    /// error (file:line:column: field: message) when it is not.
+    Check {
+        /// Configuration file (YAML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Push a capture through the rules and chains offline (a dry run before
+    /// installing rules) and print per-rule counts.
+    Replay {
+        /// Configuration file (YAML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Capture to replay (pcap or pcapng, Ethernet).
+        #[arg(short, long, value_name = "IN.pcap[ng]")]
+        input: PathBuf,
+        /// Write every copy to this pcapng file instead of the configured sinks.
+        #[arg(short, long, value_name = "OUT.pcapng")]
+        output: Option<PathBuf>,
+        /// Write the forwarded originals (what leaves the input port's link peer) to this file.
+        #[arg(short, long, value_name = "FWD.pcap[ng]")]
+        forwarded: Option<PathBuf>,
+        /// The port the capture enters by (default: the first linked port).
+        #[arg(long, value_name = "PORT")]
+        in_port: Option<String>,
+    },
+}
+
+fn load_plan(path: &Path) -> Result<Plan, ConfigError> {
+    let (cfg, file) = load(path)?;
+    compile(&cfg, &file)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
+
+    match cli.command {
+        Command::Check { config } => match load_plan(&config) {
+            Ok(plan) => {
+                println!(
+                    "{}: ok ({} ports, {} links, {} sinks, {} chains, {} rules, {} workers)",
+                    config.display(),
+                    plan.ports.len(),
+                    plan.links.pairs().len(),
+                    plan.sinks.len(),
+                    plan.chains.len(),
+                    plan.rules.len(),
+                    plan.workers.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failed(&e),
+        },
+        Command::Run { config, stats_interval } => {
+            let mut plan = match load_plan(&config) {
+                Ok(p) => p,
+                Err(e) => return config_failed(&e),
+            };
+            if let Some(s) = stats_interval {
+                if !(s >= 0.0 && s.is_finite()) {
+                    eprintln!("flowsteer: --stats-interval must be 0 (off) or a number of seconds");
+                    return ExitCode::from(2);
+                }
+                plan.stats_interval = (s > 0.0).then(|| std::time::Duration::from_secs_f64(s));
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+                    eprintln!("flowsteer: cannot install the handler for signal {sig}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            match runtime::run(&plan, &stop) {
+                Ok(snap) => {
+                    print!("{}", snap.report());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("flowsteer: {}: {e}", config.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Replay { config, input, output, forwarded, in_port } => {
+            let mut plan = match load_plan(&config) {
+                Ok(p) => p,
+                Err(e) => return config_failed(&e),
+            };
+            let args = ReplayArgs { input, in_port, output, forwarded };
+            match runtime::replay(&mut plan, &args) {
+                Ok(snap) => {
+                    print!("{}", snap.report());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("flowsteer: replay: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn config_failed(e: &ConfigError) -> ExitCode {
+    eprintln!("flowsteer: {e}");
+    ExitCode::from(2)
+}

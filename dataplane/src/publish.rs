@@ -19,13 +19,13 @@ pub struct RuleTable {
 
 impl RuleTable {
     /// A table publishing `rules` as generation 1.
-    pub fn new(rules: RuleSet) -> Arc<RuleTable> {
-        Arc::new(RuleTable { current: ArcSwap::from_pointee(rules), generation: AtomicU64::new(1) })
+    pub fn new(rules: Arc<RuleSet>) -> Arc<RuleTable> {
+        Arc::new(RuleTable { current: ArcSwap::new(rules), generation: AtomicU64::new(1) })
     }
 
     /// Publishes a new rule set; returns its generation.
-    pub fn publish(&self, rules: RuleSet) -> u64 {
-        self.current.store(Arc::new(rules));
+    pub fn publish(&self, rules: Arc<RuleSet>) -> u64 {
+        self.current.store(rules);
         // Bumped after the store: a worker that sees the new number loads the new set.
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }

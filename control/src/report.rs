@@ -1,0 +1,281 @@
+//! Counters aggregated across workers: the final report of `run` and
+//! `replay`, and the one-line rate summary `run` prints while it works.
+
+use crate::runtime::Shared;
+use dataplane::parser::Malformed;
+use dataplane::port::PortStats;
+use dataplane::stats::DropReason;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// One stage's counters summed over workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageSnap {
+    /// Stage kind (`copy`, ...).
+    pub kind: &'static str,
+    /// Packets shown to the stage.
+    pub input: u64,
+    /// Copies passed on.
+    pub output: u64,
+    /// Copies shed on purpose.
+    pub shed: u64,
+    /// Copies lost for lack of room.
+    pub dropped: u64,
+    /// Copies lost to sink errors.
+    pub errors: u64,
+}
+
+/// One chain's counters summed over workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainSnap {
+    /// Chain name.
+    pub name: String,
+    /// Packets run through the chain.
+    pub packets: u64,
+    /// Originals dropped by fail-closed.
+    pub closed_drops: u64,
+    /// Stages in order.
+    pub stages: Vec<StageSnap>,
+}
+
+/// One sink's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkSnap {
+    /// Sink name.
+    pub name: String,
+    /// Copies written.
+    pub written: u64,
+    /// Write errors.
+    pub errors: u64,
+    /// Copies discarded while the sink was down.
+    pub lost_down: u64,
+    /// Copies waiting in the queue.
+    pub queued: u64,
+}
+
+/// Every counter at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Packets received.
+    pub rx: u64,
+    /// Packets transmitted.
+    pub tx: u64,
+    /// Packets a rule matched.
+    pub matched: u64,
+    /// Packets no rule matched.
+    pub unmatched: u64,
+    /// Flow cache hits.
+    pub cache_hits: u64,
+    /// Flow cache misses.
+    pub cache_misses: u64,
+    /// Malformed packets by reason (only non-zero reasons).
+    pub malformed: Vec<(&'static str, u64)>,
+    /// Dropped originals by reason (only non-zero reasons).
+    pub drops: Vec<(&'static str, u64)>,
+    /// Per port: name and counters.
+    pub ports: Vec<(String, PortStats)>,
+    /// Per rule: name, packets, bytes.
+    pub rules: Vec<(String, u64, u64)>,
+    /// Per chain.
+    pub chains: Vec<ChainSnap>,
+    /// Per sink.
+    pub sinks: Vec<SinkSnap>,
+    /// Times a copy found the copy-buffer pool empty.
+    pub copy_pool_empty: u64,
+}
+
+impl Snapshot {
+    /// Reads and sums every worker's counters.
+    pub fn take(sh: &Shared) -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut malformed = [0u64; Malformed::COUNT];
+        let mut drops = [0u64; DropReason::COUNT];
+        s.ports = sh.names.ports.iter().map(|n| (n.clone(), PortStats::default())).collect();
+        s.rules = sh.names.rules.iter().map(|n| (n.clone(), 0, 0)).collect();
+        for w in &sh.workers {
+            s.rx += w.rx.get();
+            s.tx += w.tx.get();
+            s.matched += w.matched.get();
+            s.unmatched += w.unmatched.get();
+            s.cache_hits += w.cache_hits.get();
+            s.cache_misses += w.cache_misses.get();
+            for (acc, c) in malformed.iter_mut().zip(w.malformed.iter()) {
+                *acc += c.get();
+            }
+            for (acc, c) in drops.iter_mut().zip(w.drops.iter()) {
+                *acc += c.get();
+            }
+            for ((_, acc), c) in s.ports.iter_mut().zip(w.ports.iter()) {
+                let p = c.snapshot();
+                acc.rx_packets += p.rx_packets;
+                acc.rx_bytes += p.rx_bytes;
+                acc.rx_dropped += p.rx_dropped;
+                acc.tx_packets += p.tx_packets;
+                acc.tx_bytes += p.tx_bytes;
+                acc.tx_dropped += p.tx_dropped;
+            }
+            for ((_, pk, by), c) in s.rules.iter_mut().zip(w.rules.iter()) {
+                *pk += c.packets.get();
+                *by += c.bytes.get();
+            }
+        }
+        s.malformed = Malformed::ALL.iter().zip(malformed).filter(|(_, n)| *n > 0).map(|(m, n)| (m.name(), n)).collect();
+        s.drops = DropReason::ALL.iter().zip(drops).filter(|(_, n)| *n > 0).map(|(r, n)| (r.name(), n)).collect();
+        s.chains = sh
+            .chain_names
+            .iter()
+            .enumerate()
+            .map(|(ci, name)| {
+                let mut c = ChainSnap { name: name.clone(), ..Default::default() };
+                c.stages = sh.stage_kinds[ci].iter().map(|k| StageSnap { kind: k, ..Default::default() }).collect();
+                for w in &sh.chains {
+                    let Some(cs) = w.get(ci) else { continue };
+                    c.packets += cs.packets.get();
+                    c.closed_drops += cs.closed_drops.get();
+                    for (acc, st) in c.stages.iter_mut().zip(cs.stages.iter()) {
+                        acc.input += st.input.get();
+                        acc.output += st.output.get();
+                        acc.shed += st.shed.get();
+                        acc.dropped += st.dropped.get();
+                        acc.errors += st.errors.get();
+                    }
+                }
+                c
+            })
+            .collect();
+        s.sinks = sh
+            .sinks
+            .iter()
+            .map(|q| SinkSnap { name: q.name().to_string(), written: q.written(), errors: q.errors(), lost_down: q.lost_down(), queued: q.len() as u64 })
+            .collect();
+        s.copy_pool_empty = sh.copy_pool.empty_count();
+        s
+    }
+
+    /// Originals dropped, all reasons.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Copies lost anywhere between the stages and the sinks.
+    pub fn copies_lost(&self) -> u64 {
+        let stages: u64 = self.chains.iter().flat_map(|c| &c.stages).map(|s| s.dropped + s.errors).sum();
+        let sinks: u64 = self.sinks.iter().map(|s| s.errors + s.lost_down).sum();
+        stages + sinks
+    }
+
+    /// The one-line summary of rates since `prev`, as testpmd prints them.
+    pub fn rate_line(&self, prev: &Snapshot, dt: Duration) -> String {
+        let secs = dt.as_secs_f64().max(1e-9);
+        let rate = |now: u64, then: u64| fmt_rate(now.saturating_sub(then) as f64 / secs);
+        let mut line = format!("rx {} tx {}", rate(self.rx, prev.rx), rate(self.tx, prev.tx));
+        for ((name, p), (_, q)) in self.ports.iter().zip(&prev.ports) {
+            let _ = write!(line, " | {name} rx {} tx {}", rate(p.rx_packets, q.rx_packets), rate(p.tx_packets, q.tx_packets));
+        }
+        for ((name, n, _), (_, m, _)) in self.rules.iter().zip(&prev.rules) {
+            if n > m {
+                let _ = write!(line, " | rule {name} {}", rate(*n, *m));
+            }
+        }
+        let copies: u64 = self.sinks.iter().map(|s| s.written).sum();
+        let prev_copies: u64 = prev.sinks.iter().map(|s| s.written).sum();
+        let _ = write!(
+            line,
+            " | copies {} lost {} | dropped {}",
+            rate(copies, prev_copies),
+            self.copies_lost().saturating_sub(prev.copies_lost()),
+            self.dropped().saturating_sub(prev.dropped())
+        );
+        line
+    }
+
+    /// The multi-line final report.
+    pub fn report(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "== flowsteer counters ==");
+        let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9}", "port", "rx-packets", "rx-bytes", "rx-drop", "tx-packets", "tx-bytes", "tx-drop");
+        for (name, p) in &self.ports {
+            let _ = writeln!(
+                o,
+                "{:<24} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9}",
+                name, p.rx_packets, p.rx_bytes, p.rx_dropped, p.tx_packets, p.tx_bytes, p.tx_dropped
+            );
+        }
+        let _ = writeln!(o, "{:<24} {:>12} {:>14}", "rule", "packets", "bytes");
+        for (name, pk, by) in &self.rules {
+            let _ = writeln!(o, "{:<24} {:>12} {:>14}", name, pk, by);
+        }
+        for c in &self.chains {
+            let _ = writeln!(o, "chain {}: packets {} closed-drops {}", c.name, c.packets, c.closed_drops);
+            for (i, s) in c.stages.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "  stage {i} {}: in {} out {} shed {} dropped {} errors {}",
+                    s.kind, s.input, s.output, s.shed, s.dropped, s.errors
+                );
+            }
+        }
+        for s in &self.sinks {
+            let _ = writeln!(o, "sink {}: written {} errors {} lost-down {} queued {}", s.name, s.written, s.errors, s.lost_down, s.queued);
+        }
+        let list = |v: &[(&str, u64)]| v.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ");
+        let malformed: u64 = self.malformed.iter().map(|(_, n)| n).sum();
+        let _ = writeln!(
+            o,
+            "total: rx {} tx {} matched {} unmatched {} malformed {}{} dropped {}{}",
+            self.rx,
+            self.tx,
+            self.matched,
+            self.unmatched,
+            malformed,
+            if self.malformed.is_empty() { String::new() } else { format!(" ({})", list(&self.malformed)) },
+            self.dropped(),
+            if self.drops.is_empty() { String::new() } else { format!(" ({})", list(&self.drops)) },
+        );
+        let _ = writeln!(
+            o,
+            "copies: lost {} (copy pool empty {}); flow cache: hits {} misses {}",
+            self.copies_lost(),
+            self.copy_pool_empty,
+            self.cache_hits,
+            self.cache_misses
+        );
+        o
+    }
+}
+
+/// `1.23 Mpps`, `456.0 kpps`, `12 pps`.
+pub fn fmt_rate(pps: f64) -> String {
+    if pps >= 1e6 {
+        format!("{:.2} Mpps", pps / 1e6)
+    } else if pps >= 1e3 {
+        format!("{:.1} kpps", pps / 1e3)
+    } else {
+        format!("{:.0} pps", pps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_human() {
+        assert_eq!(fmt_rate(12_340_000.0), "12.34 Mpps");
+        assert_eq!(fmt_rate(4_560.0), "4.6 kpps");
+        assert_eq!(fmt_rate(7.0), "7 pps");
+    }
+
+    #[test]
+    fn rate_line_shows_ports_rules_and_copies() {
+        let mut a = Snapshot { ports: vec![("a".into(), PortStats::default())], rules: vec![("web".into(), 0, 0)], ..Default::default() };
+        a.sinks.push(SinkSnap { name: "cap".into(), ..Default::default() });
+        let mut b = a.clone();
+        b.rx = 2_000_000;
+        b.ports[0].1.rx_packets = 2_000_000;
+        b.rules[0].1 = 10;
+        b.sinks[0].written = 10;
+        let line = b.rate_line(&a, Duration::from_secs(2));
+        assert_eq!(line, "rx 1.00 Mpps tx 0 pps | a rx 1.00 Mpps tx 0 pps | rule web 5 pps | copies 5 pps lost 0 | dropped 0");
+    }
+}

@@ -1,0 +1,289 @@
+//! Starting, running and stopping the dataplane described by a [`Plan`].
+//!
+//! `run` puts one pinned thread per worker on its core and keeps the control
+//! thread for the rate summary; `replay` runs a single worker in the calling
+//! thread until the input capture is exhausted. Both stop the same way:
+//! workers drain and flush, then sink threads write what is queued, then the
+//! final counters are read.
+
+use crate::compile::{Plan, PortPlan};
+use crate::config::{PortKind, SinkKind};
+use crate::report::Snapshot;
+use chains::sink::pcapng::PcapngSink;
+use chains::sink::{Names, Sink, SinkQueue, SinkThread};
+use chains::stage::StageSpec;
+use chains::{ChainSet, ChainStats};
+use dataplane::packet::{PortId, Pool};
+use dataplane::port::pcap::PcapPort;
+use dataplane::port::Port;
+use dataplane::publish::RuleTable;
+use dataplane::stats::WorkerStats;
+use dataplane::worker::{Worker, WorkerConfig};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest frame a port buffer or a copy buffer holds (jumbo frames).
+pub const MAX_FRAME: usize = 9216;
+/// Receive buffers per capture-file port.
+const PCAP_RX_BUFFERS: usize = 1024;
+
+/// Why the dataplane could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A port could not be opened.
+    #[error("port `{port}`: {message}")]
+    Port {
+        /// The port's name.
+        port: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A sink could not be opened.
+    #[error("sink `{sink}`: {message}")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A worker could not be built or started.
+    #[error("worker {worker}: {message}")]
+    Worker {
+        /// Worker index.
+        worker: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// A command-line argument does not fit the configuration.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Everything shared between the running workers, the sinks and control.
+pub struct Shared {
+    /// Port and rule names.
+    pub names: Arc<Names>,
+    /// Published rules.
+    pub table: Arc<RuleTable>,
+    /// Each worker's counters.
+    pub workers: Vec<Arc<WorkerStats>>,
+    /// Each worker's chain counters, by chain id.
+    pub chains: Vec<Vec<Arc<ChainStats>>>,
+    /// Sink queues, by sink index.
+    pub sinks: Vec<Arc<SinkQueue>>,
+    /// Chain names, by chain id.
+    pub chain_names: Vec<String>,
+    /// Stage kinds per chain.
+    pub stage_kinds: Vec<Vec<&'static str>>,
+    /// The copy-buffer pool.
+    pub copy_pool: Arc<Pool>,
+}
+
+impl Shared {
+    /// Reads every counter now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::take(self)
+    }
+}
+
+fn open_port(p: &PortPlan, id: PortId, rx: Option<&Path>, tx: Option<&Path>) -> Result<Box<dyn Port>, RuntimeError> {
+    match p.kind {
+        PortKind::Pcap => {
+            let pool = Pool::new(PCAP_RX_BUFFERS, MAX_FRAME);
+            let port = PcapPort::open(&p.name, id, rx, tx, pool).map_err(|e| RuntimeError::Port { port: p.name.clone(), message: e.to_string() })?;
+            Ok(Box::new(port))
+        }
+    }
+}
+
+fn open_sinks(plan: &Plan) -> Result<(Vec<Arc<SinkQueue>>, Vec<Box<dyn Sink>>), RuntimeError> {
+    let mut queues = Vec::new();
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    for s in &plan.sinks {
+        let sink: Box<dyn Sink> = match s.kind {
+            SinkKind::Pcapng => Box::new(
+                PcapngSink::create(&s.name, &s.path).map_err(|e| RuntimeError::Sink { sink: s.name.clone(), message: e.to_string() })?,
+            ),
+        };
+        queues.push(Arc::new(SinkQueue::new(&s.name, plan.sink_queue)));
+        sinks.push(sink);
+    }
+    Ok((queues, sinks))
+}
+
+/// A running dataplane.
+pub struct Running {
+    /// Counters and names.
+    pub shared: Shared,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Worker<ChainSet>>>,
+    sink_threads: Vec<SinkThread>,
+}
+
+/// Opens ports and sinks and starts the workers.
+fn start(plan: &Plan, ports: Vec<Box<dyn Port>>, spawn_threads: bool) -> Result<(Running, Vec<Worker<ChainSet>>), RuntimeError> {
+    let names = Arc::new(Names {
+        ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
+        rules: plan.rules.rules().iter().map(|r| r.name.clone()).collect(),
+    });
+    let (queues, sinks) = open_sinks(plan)?;
+    let mut sink_threads = Vec::new();
+    for (q, s) in queues.iter().zip(sinks) {
+        sink_threads.push(
+            SinkThread::spawn(s, Arc::clone(q), Arc::clone(&names))
+                .map_err(|e| RuntimeError::Sink { sink: q.name().to_string(), message: e.to_string() })?,
+        );
+    }
+    let copy_pool = Pool::new(plan.copy_buffers, MAX_FRAME);
+    let table = RuleTable::new(Arc::clone(&plan.rules));
+    let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
+    let mut workers = Vec::new();
+    let mut worker_stats = Vec::new();
+    let mut chain_stats = Vec::new();
+    for (i, wp) in plan.workers.iter().enumerate() {
+        let mine: Vec<Box<dyn Port>> = wp.ports.iter().filter_map(|&p| slots.get_mut(p as usize).and_then(Option::take)).collect();
+        let stats = Arc::new(WorkerStats::new(plan.ports.len(), plan.rules.len()));
+        let chains = ChainSet::new(&plan.chains, &queues, &copy_pool);
+        chain_stats.push(chains.stats());
+        let cfg = WorkerConfig { id: i, ..plan.worker.clone() };
+        let w = Worker::new(cfg, mine, &plan.links, Arc::clone(&table), chains, Arc::clone(&stats))
+            .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?;
+        worker_stats.push(stats);
+        workers.push(w);
+    }
+    let shared = Shared {
+        names,
+        table,
+        workers: worker_stats,
+        chains: chain_stats,
+        sinks: queues,
+        chain_names: plan.chains.iter().map(|c| c.name.clone()).collect(),
+        stage_kinds: plan.chains.iter().map(|c| c.stages.iter().map(StageSpec::kind).collect()).collect(),
+        copy_pool,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads };
+    if !spawn_threads {
+        return Ok((running, workers));
+    }
+    for (i, (mut w, wp)) in workers.into_iter().zip(&plan.workers).enumerate() {
+        let stop = Arc::clone(&stop);
+        let core = wp.core;
+        let h = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || {
+                if let Some(c) = core {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                        log::warn!("worker {i}: could not pin to core {c}; running unpinned");
+                    }
+                }
+                log::info!("worker {i}: polling {} port(s) on core {}", w.ports().len(), core.map_or("any".into(), |c| c.to_string()));
+                w.run(&stop);
+                w
+            })
+            .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?;
+        running.threads.push(h);
+    }
+    Ok((running, Vec::new()))
+}
+
+impl Running {
+    /// Stops the workers (they drain and flush), then the sinks (they write
+    /// what is queued). Returns the final counters.
+    pub fn stop(mut self) -> Snapshot {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.threads.drain(..) {
+            if h.join().is_err() {
+                log::error!("a worker thread panicked");
+            }
+        }
+        for s in self.sink_threads.drain(..) {
+            s.stop();
+        }
+        self.shared.snapshot()
+    }
+}
+
+/// Runs the dataplane until `stop` is set (SIGINT/SIGTERM), printing a rate
+/// summary every `plan.stats_interval`. Returns the final counters.
+pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
+    let mut ports = Vec::new();
+    for (i, p) in plan.ports.iter().enumerate() {
+        ports.push(open_port(p, i as PortId, p.rx.as_deref(), p.tx.as_deref())?);
+    }
+    let (running, _) = start(plan, ports, true)?;
+    let mut last = running.shared.snapshot();
+    let mut last_t = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Some(iv) = plan.stats_interval {
+            if last_t.elapsed() >= iv {
+                let now = running.shared.snapshot();
+                println!("{}", now.rate_line(&last, last_t.elapsed()));
+                last = now;
+                last_t = Instant::now();
+            }
+        }
+    }
+    Ok(running.stop())
+}
+
+/// What `replay` should read and write.
+#[derive(Debug, Clone)]
+pub struct ReplayArgs {
+    /// The capture to push through the rules.
+    pub input: PathBuf,
+    /// The port the capture enters by (default: the first linked port).
+    pub in_port: Option<String>,
+    /// Write every copy to this one pcapng file instead of the configured sinks.
+    pub output: Option<PathBuf>,
+    /// Write what the dataplane forwards out of the input port's peer.
+    pub forwarded: Option<PathBuf>,
+}
+
+/// Pushes a capture through the rules and chains offline, in this thread.
+pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeError> {
+    let in_id = match &args.in_port {
+        Some(name) => plan
+            .ports
+            .iter()
+            .position(|p| &p.name == name)
+            .ok_or_else(|| RuntimeError::Usage(format!("--in-port `{name}` is not a port in the configuration")))?,
+        None => (0..plan.ports.len())
+            .find(|&p| plan.links.peer(p as PortId).is_some())
+            .or(if plan.ports.is_empty() { None } else { Some(0) })
+            .ok_or_else(|| RuntimeError::Usage("the configuration has no ports to replay into".into()))?,
+    } as PortId;
+    let out_id = plan.links.peer(in_id);
+    if args.forwarded.is_some() && out_id.is_none() {
+        return Err(RuntimeError::Usage(format!("--forwarded: port `{}` is not linked, nothing is forwarded", plan.ports[in_id as usize].name)));
+    }
+    if let Some(out) = &args.output {
+        // One file for every copy: each copy stage copies to it once.
+        plan.sinks = vec![crate::compile::SinkPlan { name: "replay".into(), kind: SinkKind::Pcapng, path: out.clone() }];
+        for c in &mut plan.chains {
+            for s in &mut c.stages {
+                let StageSpec::Copy { to } = s;
+                *to = vec![0];
+            }
+        }
+    }
+    // One worker owns every port, in this thread.
+    plan.workers = vec![crate::compile::WorkerPlan { core: None, ports: (0..plan.ports.len() as PortId).collect() }];
+    let mut ports = Vec::new();
+    for (i, p) in plan.ports.iter().enumerate() {
+        let id = i as PortId;
+        let rx = (id == in_id).then_some(args.input.as_path());
+        let tx = if Some(id) == out_id { args.forwarded.as_deref() } else { None };
+        ports.push(open_port(p, id, rx, tx)?);
+    }
+    let (running, mut workers) = start(plan, ports, false)?;
+    let never = AtomicBool::new(false);
+    for w in &mut workers {
+        w.run_to_end(&never);
+    }
+    drop(workers);
+    Ok(running.stop())
+}
