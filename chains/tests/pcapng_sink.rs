@@ -45,14 +45,12 @@ fn tshark(path: &Path, fields: &[&str]) -> Vec<Vec<String>> {
         cmd.args(["-e", f]);
     }
     let out = cmd.output().unwrap_or_else(|e| {
-        panic!("tshark is required by these tests and could not be run ({e}); install it (Debian: apt-get install tshark)")
+        panic!(
+            "tshark is required by these tests and could not be run ({e}); install it (Debian: apt-get install tshark)"
+        )
     });
     assert!(out.status.success(), "tshark failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split('|').map(str::to_string).collect())
-        .collect()
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
 }
 
 fn copy(port: u16, data: &[u8], orig_len: u32, ts_ns: u64, rule: u32, chain: u16) -> CopyRecord {
@@ -63,10 +61,8 @@ fn copy(port: u16, data: &[u8], orig_len: u32, ts_ns: u64, rule: u32, chain: u16
 fn tshark_shows_ports_rules_lengths_and_times() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copies.pcapng");
-    let names = Names {
-        ports: vec!["vm-web-1".into(), "vm-db-1".into()],
-        rules: vec!["web-to-db".into(), "dns".into()],
-    };
+    let names =
+        Names { ports: vec!["vm-web-1".into(), "vm-db-1".into()], rules: vec!["web-to-db".into(), "dns".into()] };
     let full = frame(1, 98);
     let big = frame(2, 1514);
     let mut sink = PcapngSink::create("capture-0", &path).unwrap();
@@ -94,9 +90,25 @@ fn tshark_shows_ports_rules_lengths_and_times() {
     assert_eq!(
         rows,
         [
-            ["0", "vm-web-1", "flowsteer rule=web-to-db chain=2", "98", "98", "02:00:00:00:00:01", "1700000000.123456789"],
+            [
+                "0",
+                "vm-web-1",
+                "flowsteer rule=web-to-db chain=2",
+                "98",
+                "98",
+                "02:00:00:00:00:01",
+                "1700000000.123456789"
+            ],
             ["1", "vm-db-1", "flowsteer rule=dns chain=5", "1514", "64", "02:00:00:00:00:02", "1700000000.123456790"],
-            ["0", "vm-web-1", "flowsteer rule=web-to-db chain=2", "98", "98", "02:00:00:00:00:01", "1700000003.123456789"],
+            [
+                "0",
+                "vm-web-1",
+                "flowsteer rule=web-to-db chain=2",
+                "98",
+                "98",
+                "02:00:00:00:00:01",
+                "1700000003.123456789"
+            ],
             ["2", "port7", "flowsteer rule=rule9 chain=1", "98", "98", "02:00:00:00:00:01", "1700000004.123456789"],
         ]
     );

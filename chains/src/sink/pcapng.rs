@@ -184,6 +184,7 @@ mod tests {
         drop(sink);
 
         let mut reader = PcapNgReader::new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(reader.section().options, [SectionHeaderOption::UserApplication("flowsteer".into())]);
         let mut packets = Vec::new();
         while let Some(block) = reader.next_block() {
             if let Block::EnhancedPacket(epb) = block.unwrap() {

@@ -541,7 +541,11 @@ impl Port for PcapPort {
         if let Some(why) = first_drop {
             if !self.warned_rx_drop {
                 self.warned_rx_drop = true;
-                log::warn!("port {}: {}: dropping {why} (counted in rx_dropped; logged once)", self.name, self.input_name());
+                log::warn!(
+                    "port {}: {}: dropping {why} (counted in rx_dropped; logged once)",
+                    self.name,
+                    self.input_name()
+                );
             }
         }
         if let Some(end) = ended {
@@ -625,7 +629,10 @@ impl Drop for PcapPort {
 mod tests {
     use super::*;
 
-    fn idb(linktype: DataLink, options: Vec<InterfaceDescriptionOption<'static>>) -> InterfaceDescriptionBlock<'static> {
+    fn idb(
+        linktype: DataLink,
+        options: Vec<InterfaceDescriptionOption<'static>>,
+    ) -> InterfaceDescriptionBlock<'static> {
         InterfaceDescriptionBlock { linktype, snaplen: 0, options }
     }
 
