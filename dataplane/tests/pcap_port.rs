@@ -388,8 +388,14 @@ mod pcap {
         let s = port.stats();
         assert!(s.tx_dropped > 0, "{s:?}");
         assert_eq!(s.tx_packets + s.tx_dropped, total);
-        // Already failed: flushing does not retry a broken file.
-        assert!(port.flush().is_ok());
+        // Already failed: flushing does not retry a broken file, and says so.
+        let err = port.flush().unwrap_err();
+        assert!(err.to_string().contains("/dev/full"), "{err}");
+        port.tx_burst(&mut Burst::new());
+        let mut burst = Burst::new();
+        burst.push(Packet::from_slice(&frame(1, 60), Meta::default()));
+        assert_eq!(port.tx_burst(&mut burst), 0);
+        assert_eq!(port.stats().tx_dropped, s.tx_dropped + 1);
     }
 
     #[test]

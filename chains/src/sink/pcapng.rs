@@ -45,6 +45,10 @@ pub struct PcapngSink {
     /// The packet block, reused for every copy: its data and comment keep
     /// their capacity, so steady-state writes allocate nothing.
     epb: EnhancedPacketBlock<'static>,
+    /// Set by the first I/O error. A block may have been cut in half, and
+    /// anything appended after it would be unreadable, so the sink refuses
+    /// further copies instead of writing garbage.
+    broken: bool,
 }
 
 impl PcapngSink {
@@ -67,7 +71,7 @@ impl PcapngSink {
             data: Cow::Owned(Vec::new()),
             options: vec![EnhancedPacketOption::Comment(Cow::Owned(String::new()))],
         };
-        Ok(PcapngSink { name: name.to_string(), writer, ifaces: Vec::new(), epb })
+        Ok(PcapngSink { name: name.to_string(), writer, ifaces: Vec::new(), epb, broken: false })
     }
 
     /// The interface id of `port`, writing its description block on first use.
@@ -93,6 +97,24 @@ impl PcapngSink {
     }
 }
 
+impl PcapngSink {
+    fn check_usable(&self) -> Result<(), SinkError> {
+        match self.broken {
+            false => Ok(()),
+            true => Err(SinkError::Io {
+                sink: self.name.clone(),
+                source: std::io::Error::other("stopped after an earlier write error"),
+            }),
+        }
+    }
+
+    fn note(&mut self, e: &SinkError) {
+        if matches!(e, SinkError::Io { .. }) {
+            self.broken = true;
+        }
+    }
+}
+
 fn sink_error(sink: &str, e: PcapError) -> SinkError {
     match e {
         PcapError::IoError(source) => SinkError::Io { sink: sink.to_string(), source },
@@ -106,8 +128,9 @@ impl Sink for PcapngSink {
     }
 
     fn write(&mut self, rec: &CopyRecord, names: &Names) -> Result<(), SinkError> {
+        self.check_usable()?;
         let pkt = &rec.pkt;
-        let interface_id = self.iface(pkt.meta.port, names)?;
+        let interface_id = self.iface(pkt.meta.port, names).inspect_err(|e| self.note(e))?;
         let ts_ns = match pkt.meta.ts_ns {
             // Unstamped copies get the time they are written: close enough,
             // and better than 1970.
@@ -133,11 +156,16 @@ impl Sink for PcapngSink {
         if let Block::EnhancedPacket(epb) = block {
             self.epb = epb;
         }
-        res.map(drop).map_err(|e| sink_error(&self.name, e))
+        res.map(drop).map_err(|e| sink_error(&self.name, e)).inspect_err(|e| self.note(e))
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.get_mut().flush().map_err(|source| SinkError::Io { sink: self.name.clone(), source })
+        self.check_usable()?;
+        self.writer
+            .get_mut()
+            .flush()
+            .map_err(|source| SinkError::Io { sink: self.name.clone(), source })
+            .inspect_err(|e| self.note(e))
     }
 }
 
@@ -154,6 +182,10 @@ fn empty_epb() -> EnhancedPacketBlock<'static> {
 
 impl Drop for PcapngSink {
     fn drop(&mut self) {
+        if self.broken {
+            // Already reported to the caller.
+            return;
+        }
         if let Err(e) = self.flush() {
             log::error!("{e}: copies still buffered at shutdown are lost");
         }
@@ -231,5 +263,9 @@ mod tests {
         }
         let err = result.err().or_else(|| sink.flush().err()).expect("/dev/full must fail");
         assert!(matches!(err, SinkError::Io { ref sink, .. } if sink == "full"), "{err}");
+        // Nothing more is appended to a file that may end in half a block.
+        let again = sink.write(&record(0, 0, 60, 0), &names).unwrap_err();
+        assert!(again.to_string().contains("earlier write error"), "{again}");
+        assert!(sink.flush().is_err());
     }
 }

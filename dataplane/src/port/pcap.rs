@@ -605,7 +605,11 @@ impl Port for PcapPort {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let Some(output) = self.output.as_mut().filter(|_| !self.tx_failed) else { return Ok(()) };
+        let Some(output) = self.output.as_mut() else { return Ok(()) };
+        if self.tx_failed {
+            // Not retried (see `fail_output`), but never reported as written either.
+            return Err(io::Error::other(format!("{}: output stopped after a write error", self.output_name())));
+        }
         let res = output.flush();
         if let Err(e) = &res {
             self.fail_output(e);
@@ -620,8 +624,10 @@ impl Port for PcapPort {
 
 impl Drop for PcapPort {
     fn drop(&mut self) {
-        // `flush` logs a failure itself.
-        let _ = self.flush();
+        // `flush` logs the first failure itself.
+        if !self.tx_failed {
+            let _ = self.flush();
+        }
     }
 }
 
