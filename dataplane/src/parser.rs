@@ -112,7 +112,10 @@ impl Malformed {
 /// which are keyed without ports.
 #[inline]
 pub fn parse(frame: &[u8], in_port: PortId) -> (FlowKey, Option<Malformed>) {
-    let mut key = FlowKey { in_port, ..FlowKey::default() };
+    let mut key = FlowKey {
+        in_port,
+        ..FlowKey::default()
+    };
     let result = parse_l2(frame, &mut key);
     (key, result.err())
 }
@@ -214,7 +217,11 @@ fn walk_ipv6(mut nh: u8, mut rest: &[u8], key: &mut FlowKey) -> Result<(), Malfo
     let mut walked = 0;
     while matches!(
         nh,
-        next_header::HOP_BY_HOP | next_header::ROUTING | next_header::DEST_OPTS | next_header::AH | next_header::FRAGMENT
+        next_header::HOP_BY_HOP
+            | next_header::ROUTING
+            | next_header::DEST_OPTS
+            | next_header::AH
+            | next_header::FRAGMENT
     ) {
         key.proto = nh;
         if walked == MAX_IPV6_EXT_HEADERS {
@@ -242,8 +249,12 @@ fn parse_l4(protocol: u8, data: &[u8], key: &mut FlowKey) -> Result<(), Malforme
         proto::TCP => TcpHeader::new_checked(data).map(|h| (h.src_port(), h.dst_port())),
         proto::UDP => UdpHeader::new_checked(data).map(|h| (h.src_port(), h.dst_port())),
         proto::SCTP => SctpHeader::new_checked(data).map(|h| (h.src_port(), h.dst_port())),
-        proto::ICMP => IcmpHeader::new_checked(data).map(|h| (h.msg_type().into(), h.msg_code().into())),
-        proto::ICMPV6 => Icmpv6Header::new_checked(data).map(|h| (h.msg_type().into(), h.msg_code().into())),
+        proto::ICMP => {
+            IcmpHeader::new_checked(data).map(|h| (h.msg_type().into(), h.msg_code().into()))
+        }
+        proto::ICMPV6 => {
+            Icmpv6Header::new_checked(data).map(|h| (h.msg_type().into(), h.msg_code().into()))
+        }
         _ => return Ok(()),
     }
     .map_err(|_| Malformed::TruncatedL4)?;
@@ -255,7 +266,9 @@ fn parse_l4(protocol: u8, data: &[u8], key: &mut FlowKey) -> Result<(), Malforme
 /// `::ffff:a.b.c.d`, the form [`FlowKey`] stores IPv4 addresses in.
 #[inline(always)]
 fn v4_mapped(o: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3],
+    ]
 }
 
 #[cfg(test)]
@@ -287,37 +300,38 @@ mod tests {
     /// IPv4 TCP SYN with MSS/SACK/timestamp/window-scale options,
     /// 192.168.56.101:54321 -> 93.184.216.34:80.
     const TCP4_SYN: [u8; 74] = [
-        0x52, 0x54, 0x00, 0x12, 0x35, 0x02, 0x08, 0x00, 0x27, 0x8a, 0x3c, 0x1e, 0x08, 0x00, 0x45, 0x00,
-        0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0xef, 0x8d, 0xc0, 0xa8, 0x38, 0x65, 0x5d, 0xb8,
-        0xd8, 0x22, 0xd4, 0x31, 0x00, 0x50, 0x3a, 0x5b, 0x1c, 0x2d, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02,
-        0xfa, 0xf0, 0xc7, 0xc6, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x1a,
-        0x2b, 0x3c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
+        0x52, 0x54, 0x00, 0x12, 0x35, 0x02, 0x08, 0x00, 0x27, 0x8a, 0x3c, 0x1e, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0xef, 0x8d, 0xc0, 0xa8, 0x38, 0x65,
+        0x5d, 0xb8, 0xd8, 0x22, 0xd4, 0x31, 0x00, 0x50, 0x3a, 0x5b, 0x1c, 0x2d, 0x00, 0x00, 0x00,
+        0x00, 0xa0, 0x02, 0xfa, 0xf0, 0xc7, 0xc6, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02,
+        0x08, 0x0a, 0x00, 0x1a, 0x2b, 0x3c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
     ];
 
     /// IPv6 UDP DNS query for example.com, [2001:db8::10]:41000 -> [2001:4860:4860::8888]:53.
     const UDP6_DNS: [u8; 91] = [
-        0x52, 0x54, 0x00, 0x12, 0x35, 0x02, 0x08, 0x00, 0x27, 0x78, 0xa3, 0xc1, 0x86, 0xdd, 0x60, 0x00,
-        0x00, 0x00, 0x00, 0x25, 0x11, 0x40, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x20, 0x01, 0x48, 0x60, 0x48, 0x60, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x88, 0x88, 0xa0, 0x28, 0x00, 0x35, 0x00, 0x25, 0x7c, 0xf8, 0xab, 0xcd,
-        0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x65, 0x78, 0x61, 0x6d, 0x70,
-        0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x01, 0x00, 0x01,
+        0x52, 0x54, 0x00, 0x12, 0x35, 0x02, 0x08, 0x00, 0x27, 0x78, 0xa3, 0xc1, 0x86, 0xdd, 0x60,
+        0x00, 0x00, 0x00, 0x00, 0x25, 0x11, 0x40, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x20, 0x01, 0x48, 0x60, 0x48, 0x60, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x88, 0x88, 0xa0, 0x28, 0x00, 0x35, 0x00, 0x25,
+        0x7c, 0xf8, 0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07,
+        0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x01, 0x00,
+        0x01,
     ];
 
     /// LLDP from 0c:c4:7a:12:34:56, port "eth0", TTL 120, padded to 60 bytes.
     const LLDP: [u8; 60] = [
-        0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e, 0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56, 0x88, 0xcc, 0x02, 0x07,
-        0x04, 0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56, 0x04, 0x05, 0x05, 0x65, 0x74, 0x68, 0x30, 0x06, 0x02,
-        0x00, 0x78, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e, 0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56, 0x88, 0xcc, 0x02,
+        0x07, 0x04, 0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56, 0x04, 0x05, 0x05, 0x65, 0x74, 0x68, 0x30,
+        0x06, 0x02, 0x00, 0x78, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
     /// ARP who-has 10.0.0.2 tell 10.0.0.1, from 52:54:00:12:34:56, padded to 60 bytes.
     const ARP_REQUEST: [u8; 60] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06, 0x00, 0x01,
-        0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x0a, 0x00, 0x00, 0x01,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06, 0x00,
+        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x0a, 0x00,
+        0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
     #[test]
@@ -328,7 +342,10 @@ mod tests {
         assert_eq!(k.dst_mac, MacAddr([0x52, 0x54, 0x00, 0x12, 0x35, 0x02]));
         assert_eq!(k.src_mac, MacAddr([0x08, 0x00, 0x27, 0x8a, 0x3c, 0x1e]));
         assert_eq!((k.outer_vlan, k.inner_vlan), (NO_VLAN, NO_VLAN));
-        assert_eq!((k.ethertype, k.ip_version, k.proto), (0x0800, 4, proto::TCP));
+        assert_eq!(
+            (k.ethertype, k.ip_version, k.proto),
+            (0x0800, 4, proto::TCP)
+        );
         assert_eq!(k.src_addr(), Some("192.168.56.101".parse().unwrap()));
         assert_eq!(k.dst_addr(), Some("93.184.216.34".parse().unwrap()));
         assert_eq!((k.src_port, k.dst_port), (54321, 80));
@@ -338,7 +355,10 @@ mod tests {
     fn fixture_udp6_dns() {
         let (k, m) = parse(&UDP6_DNS, 0);
         assert_eq!(m, None);
-        assert_eq!((k.ethertype, k.ip_version, k.proto), (0x86dd, 6, proto::UDP));
+        assert_eq!(
+            (k.ethertype, k.ip_version, k.proto),
+            (0x86dd, 6, proto::UDP)
+        );
         assert_eq!(k.src_addr(), Some("2001:db8::10".parse().unwrap()));
         assert_eq!(k.dst_addr(), Some("2001:4860:4860::8888".parse().unwrap()));
         assert_eq!((k.src_port, k.dst_port), (41000, 53));
@@ -347,31 +367,81 @@ mod tests {
     #[test]
     fn fixture_non_ip_is_l2_only_and_fine() {
         for (frame, ethertype, src) in [
-            (&ARP_REQUEST[..], et::ARP, MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56])),
-            (&LLDP[..], et::LLDP, MacAddr([0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56])),
+            (
+                &ARP_REQUEST[..],
+                et::ARP,
+                MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            ),
+            (
+                &LLDP[..],
+                et::LLDP,
+                MacAddr([0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56]),
+            ),
         ] {
             let (k, m) = parse(frame, 1);
             assert_eq!(m, None);
-            let expected = FlowKey { in_port: 1, src_mac: src, dst_mac: k.dst_mac, ethertype, ..FlowKey::default() };
+            let expected = FlowKey {
+                in_port: 1,
+                src_mac: src,
+                dst_mac: k.dst_mac,
+                ethertype,
+                ..FlowKey::default()
+            };
             assert_eq!(k, expected);
         }
         assert_eq!(parse(&ARP_REQUEST, 0).0.dst_mac, MacAddr::BROADCAST);
         // An 802.3 length frame (LLC) keys its length field as the EtherType.
-        let llc = PacketBuilder::ethernet(A, B).ethertype(46).payload(&[0x42; 46]).build();
-        assert_eq!(parse(&llc, 0), (FlowKey { src_mac: A, dst_mac: B, ethertype: 46, ..FlowKey::default() }, None));
+        let llc = PacketBuilder::ethernet(A, B)
+            .ethertype(46)
+            .payload(&[0x42; 46])
+            .build();
+        assert_eq!(
+            parse(&llc, 0),
+            (
+                FlowKey {
+                    src_mac: A,
+                    dst_mac: B,
+                    ethertype: 46,
+                    ..FlowKey::default()
+                },
+                None
+            )
+        );
     }
 
     // ---- Builder-made combinations. ----
 
     /// Base key for A -> B on port 7.
     fn l2_key(ethertype: u16) -> FlowKey {
-        FlowKey { in_port: 7, src_mac: A, dst_mac: B, ethertype, ..FlowKey::default() }
+        FlowKey {
+            in_port: 7,
+            src_mac: A,
+            dst_mac: B,
+            ethertype,
+            ..FlowKey::default()
+        }
     }
     fn v4_key(proto: u8, sport: u16, dport: u16) -> FlowKey {
-        FlowKey { ip_version: 4, src_ip: key_ip(V4A), dst_ip: key_ip(V4B), proto, src_port: sport, dst_port: dport, ..l2_key(et::IPV4) }
+        FlowKey {
+            ip_version: 4,
+            src_ip: key_ip(V4A),
+            dst_ip: key_ip(V4B),
+            proto,
+            src_port: sport,
+            dst_port: dport,
+            ..l2_key(et::IPV4)
+        }
     }
     fn v6_key(proto: u8, sport: u16, dport: u16) -> FlowKey {
-        FlowKey { ip_version: 6, src_ip: key_ip(v6a()), dst_ip: key_ip(v6b()), proto, src_port: sport, dst_port: dport, ..l2_key(et::IPV6) }
+        FlowKey {
+            ip_version: 6,
+            src_ip: key_ip(v6a()),
+            dst_ip: key_ip(v6b()),
+            proto,
+            src_port: sport,
+            dst_port: dport,
+            ..l2_key(et::IPV6)
+        }
     }
 
     fn check(frame: &[u8], expected: FlowKey) {
@@ -382,11 +452,26 @@ mod tests {
     fn ipv4_and_ipv6_times_each_l4() {
         let v4 = || PacketBuilder::ethernet(A, B).ipv4(V4A, V4B);
         let v6 = || PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b());
-        check(&v4().tcp(1000, 80).pad_to(60).build(), v4_key(proto::TCP, 1000, 80));
-        check(&v4().udp(5353, 53).payload(b"q").build(), v4_key(proto::UDP, 5353, 53));
-        check(&v4().sctp(2905, 2906).build(), v4_key(proto::SCTP, 2905, 2906));
-        check(&v4().icmp(8, 0).pad_to(60).build(), v4_key(proto::ICMP, 8, 0));
-        check(&v4().ip_proto(47).payload(&[0; 4]).build(), v4_key(47, 0, 0));
+        check(
+            &v4().tcp(1000, 80).pad_to(60).build(),
+            v4_key(proto::TCP, 1000, 80),
+        );
+        check(
+            &v4().udp(5353, 53).payload(b"q").build(),
+            v4_key(proto::UDP, 5353, 53),
+        );
+        check(
+            &v4().sctp(2905, 2906).build(),
+            v4_key(proto::SCTP, 2905, 2906),
+        );
+        check(
+            &v4().icmp(8, 0).pad_to(60).build(),
+            v4_key(proto::ICMP, 8, 0),
+        );
+        check(
+            &v4().ip_proto(47).payload(&[0; 4]).build(),
+            v4_key(47, 0, 0),
+        );
         check(&v6().tcp(1000, 443).build(), v6_key(proto::TCP, 1000, 443));
         check(&v6().udp(546, 547).build(), v6_key(proto::UDP, 546, 547));
         check(&v6().sctp(1, 2).build(), v6_key(proto::SCTP, 1, 2));
@@ -396,22 +481,72 @@ mod tests {
 
     #[test]
     fn vlan_and_qinq() {
-        let single = PacketBuilder::ethernet(A, B).vlan(100).ipv4(V4A, V4B).udp(1, 2).build();
-        check(&single, FlowKey { outer_vlan: 100, ..v4_key(proto::UDP, 1, 2) });
-        let qinq = PacketBuilder::ethernet(A, B).vlan(100).vlan(200).ipv6(v6a(), v6b()).tcp(3, 4).build();
-        check(&qinq, FlowKey { outer_vlan: 100, inner_vlan: 200, ..v6_key(proto::TCP, 3, 4) });
+        let single = PacketBuilder::ethernet(A, B)
+            .vlan(100)
+            .ipv4(V4A, V4B)
+            .udp(1, 2)
+            .build();
+        check(
+            &single,
+            FlowKey {
+                outer_vlan: 100,
+                ..v4_key(proto::UDP, 1, 2)
+            },
+        );
+        let qinq = PacketBuilder::ethernet(A, B)
+            .vlan(100)
+            .vlan(200)
+            .ipv6(v6a(), v6b())
+            .tcp(3, 4)
+            .build();
+        check(
+            &qinq,
+            FlowKey {
+                outer_vlan: 100,
+                inner_vlan: 200,
+                ..v6_key(proto::TCP, 3, 4)
+            },
+        );
         // The pre-standard 0x9100 TPID counts as a tag too.
         let mut old = single.clone();
         old[12..14].copy_from_slice(&et::QINQ_OLD.to_be_bytes());
-        check(&old, FlowKey { outer_vlan: 100, ..v4_key(proto::UDP, 1, 2) });
-        let arp = PacketBuilder::ethernet(A, B).vlan(0).vlan(4095).ethertype(et::ARP).payload(&ARP_REQUEST[14..42]).build();
-        check(&arp, FlowKey { outer_vlan: 0, inner_vlan: 4095, ..l2_key(et::ARP) });
+        check(
+            &old,
+            FlowKey {
+                outer_vlan: 100,
+                ..v4_key(proto::UDP, 1, 2)
+            },
+        );
+        let arp = PacketBuilder::ethernet(A, B)
+            .vlan(0)
+            .vlan(4095)
+            .ethertype(et::ARP)
+            .payload(&ARP_REQUEST[14..42])
+            .build();
+        check(
+            &arp,
+            FlowKey {
+                outer_vlan: 0,
+                inner_vlan: 4095,
+                ..l2_key(et::ARP)
+            },
+        );
     }
 
     #[test]
     fn three_tags_are_too_many() {
-        let f = PacketBuilder::ethernet(A, B).vlan(1).vlan(2).vlan(3).ipv4(V4A, V4B).tcp(1, 2).build();
-        let expected = FlowKey { outer_vlan: 1, inner_vlan: 2, ..l2_key(et::VLAN) };
+        let f = PacketBuilder::ethernet(A, B)
+            .vlan(1)
+            .vlan(2)
+            .vlan(3)
+            .ipv4(V4A, V4B)
+            .tcp(1, 2)
+            .build();
+        let expected = FlowKey {
+            outer_vlan: 1,
+            inner_vlan: 2,
+            ..l2_key(et::VLAN)
+        };
         assert_eq!(parse(&f, 7), (expected, Some(Malformed::TooManyVlanTags)));
     }
 
@@ -423,48 +558,97 @@ mod tests {
             .udp(7, 9)
             .build();
         check(&f, v4_key(proto::UDP, 7, 9));
-        let max = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).ipv4_options(&[1; 40]).tcp(7, 9).build();
+        let max = PacketBuilder::ethernet(A, B)
+            .ipv4(V4A, V4B)
+            .ipv4_options(&[1; 40])
+            .tcp(7, 9)
+            .build();
         check(&max, v4_key(proto::TCP, 7, 9));
     }
 
     #[test]
     fn ipv4_fragments() {
-        let first = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).ipv4_fragment(0, true).udp(1, 2).payload(&[0; 64]).build();
+        let first = PacketBuilder::ethernet(A, B)
+            .ipv4(V4A, V4B)
+            .ipv4_fragment(0, true)
+            .udp(1, 2)
+            .payload(&[0; 64])
+            .build();
         check(&first, v4_key(proto::UDP, 1, 2));
-        let later = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).ipv4_fragment(9, false).udp(1, 2).build();
+        let later = PacketBuilder::ethernet(A, B)
+            .ipv4(V4A, V4B)
+            .ipv4_fragment(9, false)
+            .udp(1, 2)
+            .build();
         check(&later, v4_key(proto::UDP, 0, 0));
         // A short non-first fragment has no L4 header to miss.
-        let tiny = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).ipv4_fragment(1, true).ip_proto(proto::TCP).payload(&[0; 2]).build();
+        let tiny = PacketBuilder::ethernet(A, B)
+            .ipv4(V4A, V4B)
+            .ipv4_fragment(1, true)
+            .ip_proto(proto::TCP)
+            .payload(&[0; 2])
+            .build();
         check(&tiny, v4_key(proto::TCP, 0, 0));
     }
 
     #[test]
     fn ipv6_extension_headers() {
         let v6 = || PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b());
-        check(&v6().ipv6_ext_hop_by_hop().icmpv6(143, 0).build(), v6_key(proto::ICMPV6, 143, 0));
+        check(
+            &v6().ipv6_ext_hop_by_hop().icmpv6(143, 0).build(),
+            v6_key(proto::ICMPV6, 143, 0),
+        );
         let all = v6()
             .ipv6_ext_hop_by_hop()
             .ipv6_ext(Ext::DestOpts)
             .ipv6_ext(Ext::Routing)
-            .ipv6_ext(Ext::Fragment { offset: 0, more: true })
+            .ipv6_ext(Ext::Fragment {
+                offset: 0,
+                more: true,
+            })
             .ipv6_ext(Ext::Ah)
             .ipv6_ext(Ext::DestOpts)
             .tcp(10, 20)
             .build();
         check(&all, v6_key(proto::TCP, 10, 20));
         // ESP ends the walk: what follows is encrypted.
-        check(&v6().ipv6_ext(Ext::Ah).ip_proto(next_header::ESP).payload(&[0; 16]).build(), v6_key(next_header::ESP, 0, 0));
+        check(
+            &v6()
+                .ipv6_ext(Ext::Ah)
+                .ip_proto(next_header::ESP)
+                .payload(&[0; 16])
+                .build(),
+            v6_key(next_header::ESP, 0, 0),
+        );
         // A non-first fragment: proto is the fragment's next header, no ports.
-        let later = v6().ipv6_ext(Ext::Fragment { offset: 100, more: false }).udp(1, 2).build();
+        let later = v6()
+            .ipv6_ext(Ext::Fragment {
+                offset: 100,
+                more: false,
+            })
+            .udp(1, 2)
+            .build();
         check(&later, v6_key(proto::UDP, 0, 0));
-        let later_ext = v6().ipv6_ext(Ext::Fragment { offset: 3, more: true }).ipv6_ext(Ext::DestOpts).udp(1, 2).build();
+        let later_ext = v6()
+            .ipv6_ext(Ext::Fragment {
+                offset: 3,
+                more: true,
+            })
+            .ipv6_ext(Ext::DestOpts)
+            .udp(1, 2)
+            .build();
         check(&later_ext, v6_key(next_header::DEST_OPTS, 0, 0));
     }
 
     #[test]
     fn ipv6_extension_header_limit() {
         let chain = |n: usize| {
-            (0..n).fold(PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()), |b, _| b.ipv6_ext(Ext::DestOpts)).udp(1, 2).build()
+            (0..n)
+                .fold(PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()), |b, _| {
+                    b.ipv6_ext(Ext::DestOpts)
+                })
+                .udp(1, 2)
+                .build()
         };
         check(&chain(MAX_IPV6_EXT_HEADERS), v6_key(proto::UDP, 1, 2));
         let (k, m) = parse(&chain(MAX_IPV6_EXT_HEADERS + 1), 7);
@@ -474,67 +658,142 @@ mod tests {
 
     #[test]
     fn bad_ipv6_ext_header_length() {
-        let mut f = PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()).ipv6_ext_hop_by_hop().tcp(1, 2).build();
+        let mut f = PacketBuilder::ethernet(A, B)
+            .ipv6(v6a(), v6b())
+            .ipv6_ext_hop_by_hop()
+            .tcp(1, 2)
+            .build();
         f[14 + 40 + 1] = 9; // hop-by-hop now claims 80 bytes
-        assert_eq!(parse(&f, 7), (v6_key(next_header::HOP_BY_HOP, 0, 0), Some(Malformed::BadIpv6ExtHeader)));
+        assert_eq!(
+            parse(&f, 7),
+            (
+                v6_key(next_header::HOP_BY_HOP, 0, 0),
+                Some(Malformed::BadIpv6ExtHeader)
+            )
+        );
     }
 
     #[test]
     fn bad_versions() {
-        let mut f = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).tcp(1, 2).build();
+        let mut f = PacketBuilder::ethernet(A, B)
+            .ipv4(V4A, V4B)
+            .tcp(1, 2)
+            .build();
         f[14] = 0x65;
-        assert_eq!(parse(&f, 7), (l2_key(et::IPV4), Some(Malformed::BadIpv4Version)));
-        let mut f = PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()).tcp(1, 2).build();
+        assert_eq!(
+            parse(&f, 7),
+            (l2_key(et::IPV4), Some(Malformed::BadIpv4Version))
+        );
+        let mut f = PacketBuilder::ethernet(A, B)
+            .ipv6(v6a(), v6b())
+            .tcp(1, 2)
+            .build();
         f[14] = 0x45;
-        assert_eq!(parse(&f, 7), (l2_key(et::IPV6), Some(Malformed::BadIpv6Version)));
+        assert_eq!(
+            parse(&f, 7),
+            (l2_key(et::IPV6), Some(Malformed::BadIpv6Version))
+        );
     }
 
     #[test]
     fn bad_ihl() {
         for ihl in 0..5u8 {
-            let mut f = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).tcp(1, 2).build();
+            let mut f = PacketBuilder::ethernet(A, B)
+                .ipv4(V4A, V4B)
+                .tcp(1, 2)
+                .build();
             f[14] = 0x40 | ihl;
-            assert_eq!(parse(&f, 7), (l2_key(et::IPV4), Some(Malformed::BadIhl)), "ihl {ihl}");
+            assert_eq!(
+                parse(&f, 7),
+                (l2_key(et::IPV4), Some(Malformed::BadIhl)),
+                "ihl {ihl}"
+            );
         }
         // IHL 15 (60 bytes) in a 40-byte datagram: the header runs off the frame.
-        let mut f = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).tcp(1, 2).build();
+        let mut f = PacketBuilder::ethernet(A, B)
+            .ipv4(V4A, V4B)
+            .tcp(1, 2)
+            .build();
         f[14] = 0x4f;
         f.truncate(14 + 40);
-        assert_eq!(parse(&f, 7), (l2_key(et::IPV4), Some(Malformed::TruncatedIpv4)));
+        assert_eq!(
+            parse(&f, 7),
+            (l2_key(et::IPV4), Some(Malformed::TruncatedIpv4))
+        );
     }
 
     #[test]
     fn bogus_ipv4_total_length() {
-        let f = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).tcp(1, 2).pad_to(80).build();
+        let f = PacketBuilder::ethernet(A, B)
+            .ipv4(V4A, V4B)
+            .tcp(1, 2)
+            .pad_to(80)
+            .build();
         let with_total = |total: u16| {
             let mut g = f.clone();
             g[16..18].copy_from_slice(&total.to_be_bytes());
             parse(&g, 7)
         };
         // Below the header length: addresses, but nothing after them.
-        assert_eq!(with_total(19), (v4_key(proto::TCP, 0, 0), Some(Malformed::BadIpv4TotalLength)));
+        assert_eq!(
+            with_total(19),
+            (
+                v4_key(proto::TCP, 0, 0),
+                Some(Malformed::BadIpv4TotalLength)
+            )
+        );
         // Beyond the frame: flagged, ports still read from the bytes present.
-        assert_eq!(with_total(1500), (v4_key(proto::TCP, 1, 2), Some(Malformed::BadIpv4TotalLength)));
+        assert_eq!(
+            with_total(1500),
+            (
+                v4_key(proto::TCP, 1, 2),
+                Some(Malformed::BadIpv4TotalLength)
+            )
+        );
         // Shorter than the padded frame but covering TCP: padding, fine.
         assert_eq!(with_total(40), (v4_key(proto::TCP, 1, 2), None));
         // Covers only part of the TCP header: L4 truncated.
-        assert_eq!(with_total(30), (v4_key(proto::TCP, 0, 0), Some(Malformed::TruncatedL4)));
+        assert_eq!(
+            with_total(30),
+            (v4_key(proto::TCP, 0, 0), Some(Malformed::TruncatedL4))
+        );
     }
 
     #[test]
     fn bogus_ipv6_payload_length() {
-        let mut f = PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()).udp(1, 2).build();
+        let mut f = PacketBuilder::ethernet(A, B)
+            .ipv6(v6a(), v6b())
+            .udp(1, 2)
+            .build();
         f[18..20].copy_from_slice(&100u16.to_be_bytes());
-        assert_eq!(parse(&f, 7), (v6_key(proto::UDP, 1, 2), Some(Malformed::BadIpv6PayloadLength)));
+        assert_eq!(
+            parse(&f, 7),
+            (
+                v6_key(proto::UDP, 1, 2),
+                Some(Malformed::BadIpv6PayloadLength)
+            )
+        );
         f[18..20].copy_from_slice(&4u16.to_be_bytes());
-        assert_eq!(parse(&f, 7), (v6_key(proto::UDP, 0, 0), Some(Malformed::TruncatedL4)));
+        assert_eq!(
+            parse(&f, 7),
+            (v6_key(proto::UDP, 0, 0), Some(Malformed::TruncatedL4))
+        );
     }
 
     #[test]
     fn empty_and_tiny_frames() {
         for n in 0..14 {
             let (k, m) = parse(&TCP4_SYN[..n], 9);
-            assert_eq!((k, m), (FlowKey { in_port: 9, ..FlowKey::default() }, Some(Malformed::TruncatedEthernet)));
+            assert_eq!(
+                (k, m),
+                (
+                    FlowKey {
+                        in_port: 9,
+                        ..FlowKey::default()
+                    },
+                    Some(Malformed::TruncatedEthernet)
+                )
+            );
         }
     }
 
@@ -544,7 +803,11 @@ mod tests {
         for (i, m) in Malformed::ALL.iter().enumerate() {
             assert_eq!(*m as usize, i, "ALL must be in discriminant order");
             let name = m.name();
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()), "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
+                "{name}"
+            );
             assert!(names.insert(name), "duplicate name {name}");
         }
         assert_eq!(names.len(), Malformed::COUNT);
@@ -570,7 +833,11 @@ mod tests {
     fn layouts() -> Vec<Layout> {
         let b = || PacketBuilder::ethernet(A, B);
         let mut out = Vec::new();
-        let mut push = |frame: Vec<u8>, tags: usize, l3: Option<(usize, bool)>, l4_len: Option<usize>, datagram: usize| {
+        let mut push = |frame: Vec<u8>,
+                        tags: usize,
+                        l3: Option<(usize, bool)>,
+                        l4_len: Option<usize>,
+                        datagram: usize| {
             let l2_end = 14 + 4 * tags;
             let l3_end = l3.map(|(len, _)| l2_end + len);
             out.push(Layout {
@@ -582,17 +849,88 @@ mod tests {
                 frame,
             });
         };
-        push(b().ipv4(V4A, V4B).tcp(1, 2).payload(b"data").build(), 0, Some((20, false)), Some(20), 44);
-        push(b().vlan(5).ipv4(V4A, V4B).udp(1, 2).pad_to(60).build(), 1, Some((20, false)), Some(8), 28);
-        push(b().vlan(5).vlan(6).ipv4(V4A, V4B).ipv4_options(&[1; 8]).sctp(1, 2).build(), 2, Some((28, false)), Some(12), 40);
-        push(b().ipv4(V4A, V4B).icmp(8, 0).payload(&[7; 8]).build(), 0, Some((20, false)), Some(8), 36);
-        push(b().ipv6(v6a(), v6b()).tcp(1, 2).build(), 0, Some((40, true)), Some(20), 60);
-        push(b().vlan(9).ipv6(v6a(), v6b()).udp(1, 2).payload(b"xyz").build(), 1, Some((40, true)), Some(8), 51);
-        push(b().ipv6(v6a(), v6b()).icmpv6(128, 0).build(), 0, Some((40, true)), Some(4), 48); // ICMPv6 needs 4 bytes
-        // Extension headers count as L3 here: cut inside them it is BadIpv6PayloadLength.
-        push(b().ipv6(v6a(), v6b()).ipv6_ext_hop_by_hop().ipv6_ext(Ext::Ah).sctp(1, 2).build(), 0, Some((40 + 32, true)), Some(12), 84);
+        push(
+            b().ipv4(V4A, V4B).tcp(1, 2).payload(b"data").build(),
+            0,
+            Some((20, false)),
+            Some(20),
+            44,
+        );
+        push(
+            b().vlan(5).ipv4(V4A, V4B).udp(1, 2).pad_to(60).build(),
+            1,
+            Some((20, false)),
+            Some(8),
+            28,
+        );
+        push(
+            b().vlan(5)
+                .vlan(6)
+                .ipv4(V4A, V4B)
+                .ipv4_options(&[1; 8])
+                .sctp(1, 2)
+                .build(),
+            2,
+            Some((28, false)),
+            Some(12),
+            40,
+        );
+        push(
+            b().ipv4(V4A, V4B).icmp(8, 0).payload(&[7; 8]).build(),
+            0,
+            Some((20, false)),
+            Some(8),
+            36,
+        );
+        push(
+            b().ipv6(v6a(), v6b()).tcp(1, 2).build(),
+            0,
+            Some((40, true)),
+            Some(20),
+            60,
+        );
+        push(
+            b().vlan(9)
+                .ipv6(v6a(), v6b())
+                .udp(1, 2)
+                .payload(b"xyz")
+                .build(),
+            1,
+            Some((40, true)),
+            Some(8),
+            51,
+        );
+        push(
+            b().ipv6(v6a(), v6b()).icmpv6(128, 0).build(),
+            0,
+            Some((40, true)),
+            Some(4),
+            48,
+        ); // ICMPv6 needs 4 bytes
+           // Extension headers count as L3 here: cut inside them it is BadIpv6PayloadLength.
+        push(
+            b().ipv6(v6a(), v6b())
+                .ipv6_ext_hop_by_hop()
+                .ipv6_ext(Ext::Ah)
+                .sctp(1, 2)
+                .build(),
+            0,
+            Some((40 + 32, true)),
+            Some(12),
+            84,
+        );
         push(ARP_REQUEST.to_vec(), 0, None, None, 46);
-        push(b().vlan(1).vlan(2).ethertype(et::LLDP).payload(&LLDP[14..]).build(), 2, None, None, 46);
+        push(
+            b().vlan(1)
+                .vlan(2)
+                .ethertype(et::LLDP)
+                .payload(&LLDP[14..])
+                .build(),
+            2,
+            None,
+            None,
+            46,
+        );
         push(TCP4_SYN.to_vec(), 0, Some((20, false)), Some(20), 60); // ports need the fixed 20 bytes, not the options
         push(UDP6_DNS.to_vec(), 0, Some((40, true)), Some(8), 77);
         out
@@ -626,14 +964,39 @@ mod tests {
                 assert_eq!(m, expected_reason(&l, n), "cut at {n} of {:02x?}", l.frame);
                 // The key is a prefix of the full key: each layer present is keyed in full.
                 if n >= l.l2_end {
-                    assert_eq!((k.src_mac, k.dst_mac, k.outer_vlan, k.inner_vlan, k.ethertype),
-                               (full.src_mac, full.dst_mac, full.outer_vlan, full.inner_vlan, full.ethertype));
+                    assert_eq!(
+                        (
+                            k.src_mac,
+                            k.dst_mac,
+                            k.outer_vlan,
+                            k.inner_vlan,
+                            k.ethertype
+                        ),
+                        (
+                            full.src_mac,
+                            full.dst_mac,
+                            full.outer_vlan,
+                            full.inner_vlan,
+                            full.ethertype
+                        )
+                    );
                 }
                 if l.l3_end.is_some_and(|end| n >= end) {
-                    assert_eq!((k.src_ip, k.dst_ip, k.ip_version, k.proto), (full.src_ip, full.dst_ip, full.ip_version, full.proto));
+                    assert_eq!(
+                        (k.src_ip, k.dst_ip, k.ip_version, k.proto),
+                        (full.src_ip, full.dst_ip, full.ip_version, full.proto)
+                    );
                 }
                 let ports_present = l.l4_end.is_some_and(|end| n >= end);
-                assert_eq!((k.src_port, k.dst_port), if ports_present { (full.src_port, full.dst_port) } else { (0, 0) }, "cut at {n}");
+                assert_eq!(
+                    (k.src_port, k.dst_port),
+                    if ports_present {
+                        (full.src_port, full.dst_port)
+                    } else {
+                        (0, 0)
+                    },
+                    "cut at {n}"
+                );
             }
         }
     }
@@ -644,8 +1007,18 @@ mod tests {
     #[derive(Clone, Debug)]
     enum L3 {
         NonIp(u16),
-        V4 { src: Ipv4Addr, dst: Ipv4Addr, options: Vec<u8>, frag_offset: u16, more: bool },
-        V6 { src: Ipv6Addr, dst: Ipv6Addr, ext: Vec<Ext> },
+        V4 {
+            src: Ipv4Addr,
+            dst: Ipv4Addr,
+            options: Vec<u8>,
+            frag_offset: u16,
+            more: bool,
+        },
+        V6 {
+            src: Ipv6Addr,
+            dst: Ipv6Addr,
+            ext: Vec<Ext>,
+        },
     }
 
     #[derive(Clone, Copy, Debug)]
@@ -682,13 +1055,33 @@ mod tests {
     fn arb_l3() -> impl Strategy<Value = L3> {
         prop_oneof![
             any::<u16>()
-                .prop_filter("not IP or VLAN", |e| !matches!(*e, et::IPV4 | et::IPV6) && !et::is_vlan_tpid(*e))
+                .prop_filter("not IP or VLAN", |e| !matches!(*e, et::IPV4 | et::IPV6)
+                    && !et::is_vlan_tpid(*e))
                 .prop_map(L3::NonIp),
-            (any::<[u8; 4]>(), any::<[u8; 4]>(), prop::collection::vec(any::<u8>(), 0..=40), 0u16..3, any::<bool>()).prop_map(
-                |(s, d, options, frag_offset, more)| L3::V4 { src: s.into(), dst: d.into(), options, frag_offset, more }
-            ),
-            (any::<[u8; 16]>(), any::<[u8; 16]>(), prop::collection::vec(arb_ext(), 0..4))
-                .prop_map(|(s, d, ext)| L3::V6 { src: s.into(), dst: d.into(), ext }),
+            (
+                any::<[u8; 4]>(),
+                any::<[u8; 4]>(),
+                prop::collection::vec(any::<u8>(), 0..=40),
+                0u16..3,
+                any::<bool>()
+            )
+                .prop_map(|(s, d, options, frag_offset, more)| L3::V4 {
+                    src: s.into(),
+                    dst: d.into(),
+                    options,
+                    frag_offset,
+                    more
+                }),
+            (
+                any::<[u8; 16]>(),
+                any::<[u8; 16]>(),
+                prop::collection::vec(arb_ext(), 0..4)
+            )
+                .prop_map(|(s, d, ext)| L3::V6 {
+                    src: s.into(),
+                    dst: d.into(),
+                    ext
+                }),
         ]
     }
 
@@ -726,13 +1119,23 @@ mod tests {
     }
 
     fn build(s: &Spec) -> Vec<u8> {
-        let mut b = s.vlans.iter().fold(PacketBuilder::ethernet(s.src, s.dst), |b, &v| b.vlan(v));
+        let mut b = s
+            .vlans
+            .iter()
+            .fold(PacketBuilder::ethernet(s.src, s.dst), |b, &v| b.vlan(v));
         let v6 = matches!(s.l3, L3::V6 { .. });
         b = match &s.l3 {
             L3::NonIp(e) => return b.ethertype(*e).payload(&s.payload).pad_to(s.pad_to).build(),
-            L3::V4 { src, dst, options, frag_offset, more } => {
-                b.ipv4(*src, *dst).ipv4_options(options).ipv4_fragment(*frag_offset, *more)
-            }
+            L3::V4 {
+                src,
+                dst,
+                options,
+                frag_offset,
+                more,
+            } => b
+                .ipv4(*src, *dst)
+                .ipv4_options(options)
+                .ipv4_fragment(*frag_offset, *more),
             L3::V6 { src, dst, ext } => ext.iter().fold(b.ipv6(*src, *dst), |b, e| b.ipv6_ext(*e)),
         };
         b = match s.l4 {
@@ -769,7 +1172,12 @@ mod tests {
                 k.ethertype = *e;
                 return k;
             }
-            L3::V4 { src, dst, frag_offset, .. } => {
+            L3::V4 {
+                src,
+                dst,
+                frag_offset,
+                ..
+            } => {
                 k.ethertype = et::IPV4;
                 k.ip_version = 4;
                 k.src_ip = key_ip(*src);
@@ -782,7 +1190,9 @@ mod tests {
                 k.ip_version = 6;
                 k.src_ip = key_ip(*src);
                 k.dst_ip = key_ip(*dst);
-                let later = ext.iter().position(|e| matches!(e, Ext::Fragment { offset, .. } if *offset != 0));
+                let later = ext
+                    .iter()
+                    .position(|e| matches!(e, Ext::Fragment { offset, .. } if *offset != 0));
                 k.proto = match later {
                     Some(i) => ext.get(i + 1).map_or(l4_proto, |e| ext_kind(*e)),
                     None => l4_proto,
