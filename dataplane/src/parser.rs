@@ -192,6 +192,7 @@ fn parse_ipv4(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
 fn parse_ipv6(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
     let ip = Ipv6Packet::new_checked(data).map_err(|e| match e {
         Error::BadVersion => Malformed::BadIpv6Version,
+        // The IPv6 view never reports BadHeaderLen; the fixed header has no length field.
         Error::Truncated | Error::BadHeaderLen => Malformed::TruncatedIpv6,
     })?;
     key.ip_version = 6;

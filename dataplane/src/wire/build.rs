@@ -158,6 +158,8 @@ impl L4 {
 }
 
 /// Builds one Ethernet frame layer by layer; see the module example.
+/// `must_use`: each method returns the builder, dropping it loses the layer.
+#[must_use]
 #[derive(Clone, Debug)]
 pub struct PacketBuilder {
     src_mac: MacAddr,
