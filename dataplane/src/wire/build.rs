@@ -170,6 +170,7 @@ pub struct PacketBuilder {
     ttl: u8,
     l4: Option<L4>,
     tcp_flags: u8,
+    tcp_seq_ack: Option<(u32, u32)>,
     payload: Vec<u8>,
     pad_to: usize,
 }
@@ -187,6 +188,7 @@ impl PacketBuilder {
             ttl: 64,
             l4: None,
             tcp_flags: tcp_flags::ACK,
+            tcp_seq_ack: None,
             payload: Vec::new(),
             pad_to: 0,
         }
@@ -277,6 +279,13 @@ impl PacketBuilder {
     /// Sets the TCP flags byte.
     pub fn tcp_flags(mut self, flags: u8) -> Self {
         self.tcp_flags = flags;
+        self
+    }
+
+    /// Sets the TCP sequence and acknowledgement numbers (default 1 and 1,
+    /// or 0 without ACK), so captures of whole conversations decode cleanly.
+    pub fn tcp_seq_ack(mut self, seq: u32, ack: u32) -> Self {
+        self.tcp_seq_ack = Some((seq, ack));
         self
     }
 
@@ -446,14 +455,9 @@ impl PacketBuilder {
                 let mut t = TcpHeader::new_unchecked(buf);
                 t.set_src_port(sport);
                 t.set_dst_port(dport);
-                t.set_seq_ack(
-                    1,
-                    if self.tcp_flags & tcp_flags::ACK != 0 {
-                        1
-                    } else {
-                        0
-                    },
-                );
+                let default = (1, if self.tcp_flags & tcp_flags::ACK != 0 { 1 } else { 0 });
+                let (seq, ack) = self.tcp_seq_ack.unwrap_or(default);
+                t.set_seq_ack(seq, ack);
                 t.set_header_len(header_len);
                 t.set_flags(self.tcp_flags);
                 t.set_window(65535);

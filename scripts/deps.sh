@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what flowsteer's scripts need on Debian 12, and nothing that is
+# already there. Usage: scripts/deps.sh [test|demo|bench]
+set -euo pipefail
+
+want=(pkg-config)
+command -v tshark >/dev/null 2>&1 || want+=(tshark)
+case "${1:-test}" in
+  bench) command -v dpdk-testpmd >/dev/null 2>&1 || want+=(dpdk dpdk-dev) ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "deps: cargo is not installed; install Rust (https://rustup.rs) and run again" >&2
+  exit 1
+fi
