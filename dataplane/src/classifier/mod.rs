@@ -14,7 +14,9 @@
 use crate::flow::{FlowKey, MacAddr};
 use crate::packet::PortId;
 use hashbrown::HashMap;
-use ipnet::IpNet;
+/// Re-exported: [`Match`] holds networks of this type, and users of the
+/// classifier should not need to depend on `ipnet` themselves to build one.
+pub use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 #[cfg(any(test, feature = "testutil"))]
