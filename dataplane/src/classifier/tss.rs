@@ -33,10 +33,7 @@ pub(crate) struct Packed([u64; WORDS]);
 impl Hash for Packed {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // Word writes, no length prefix: the size is fixed.
-        for w in self.0 {
-            state.write_u64(w);
-        }
+        state.write_u64(self.fold());
     }
 }
 
@@ -46,7 +43,39 @@ fn mac48(m: MacAddr) -> u64 {
     u64::from_be_bytes([0, 0, a, b, c, d, e, f])
 }
 
+/// Folded 64x64->128 multiply, the mixing step of foldhash and wyhash.
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    p as u64 ^ (p >> 64) as u64
+}
+
+/// Arbitrary odd constants (digits of pi) that keep a zero word from zeroing a lane.
+const LANES: [u64; WORDS] = [
+    0x243f_6a88_85a3_08d3,
+    0x1319_8a2e_0370_7344,
+    0xa409_3822_299f_31d0,
+    0x082e_fa98_ec4e_6c89,
+    0x4528_21e6_38d0_1377,
+    0xbe54_66cf_34e9_0c6c,
+    0xc0ac_29b7_c97c_50dd,
+    0x3f84_d5b5_b547_0917,
+];
+
 impl Packed {
+    /// The key folded to one word with four independent multiplies, so the
+    /// hasher sees a single `write_u64`. Measured with 10,000 rules (293
+    /// tuples): eight chained `write_u64` took a miss from 2.5 to 3.5 us and a
+    /// hit from 2.8 to 5.2 us; one 64-byte `write` was worse still (9 us). The tables hold config-derived keys
+    /// only, so an unseeded fold does not expose them to collision attacks;
+    /// the seeded hasher still mixes the result.
+    #[inline]
+    fn fold(&self) -> u64 {
+        let [a, b, c, d, e, f, g, h] = self.0;
+        let [ka, kb, kc, kd, ke, kf, kg, kh] = LANES;
+        fold_mul(a ^ ka, b ^ kb) ^ fold_mul(c ^ kc, d ^ kd) ^ fold_mul(e ^ ke, f ^ kf) ^ fold_mul(g ^ kg, h ^ kh)
+    }
+
     /// Packs every field of `k`; also used for masks, by packing a `FlowKey`
     /// whose fields are masks.
     #[inline]
