@@ -109,7 +109,8 @@ fn key_in(m: &Match, rng: &mut Rng) -> FlowKey {
 
 /// Keys no rule matches: both addresses outside 10.0.0.0/8.
 fn miss_key(rng: &mut Rng) -> FlowKey {
-    let a = |rng: &mut Rng| ip_to_key_bytes(IpAddr::V4(Ipv4Addr::from(0xac10_0000 | (rng.next() as u32 & 0x000f_ffff))));
+    let a =
+        |rng: &mut Rng| ip_to_key_bytes(IpAddr::V4(Ipv4Addr::from(0xac10_0000 | (rng.next() as u32 & 0x000f_ffff))));
     FlowKey {
         src_ip: a(rng),
         dst_ip: a(rng),

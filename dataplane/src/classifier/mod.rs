@@ -5,7 +5,7 @@
 //! [`FlowKey`] into a [`Verdict`]. Highest priority wins; two rules of equal
 //! priority that can match the same packet are rejected when the set is built.
 //!
-//! Classification is tuple-space search (see [`tss`](self) internals): rules
+//! Classification is tuple-space search (module `tss`): rules
 //! are grouped by which fields and prefix lengths they use, one hash table per
 //! group, so a lookup costs one hash probe per distinct mask instead of one
 //! comparison per rule. The per-worker [`crate::cache::FlowCache`] sits in
@@ -190,11 +190,7 @@ struct Shape {
 impl Shape {
     /// `None` when no packet can match `m`.
     fn of(m: &Match) -> Option<Shape> {
-        Some(Shape {
-            fields: Ternary::of(m)?,
-            src: bounds(m.src_port),
-            dst: bounds(m.dst_port),
-        })
+        Some(Shape { fields: Ternary::of(m)?, src: bounds(m.src_port), dst: bounds(m.dst_port) })
     }
 
     fn meets(&self, other: &Shape) -> bool {
@@ -207,10 +203,17 @@ impl Match {
     /// True when `key` satisfies every field that is not a wildcard.
     ///
     /// This is the definition of a match; the compiled [`RuleSet`] must agree
-    /// with it (the proptests check that against [`naive`](self)).
+    /// with it (the proptests check it against the linear-scan reference, `naive::classify`).
     pub fn matches(&self, key: &FlowKey) -> bool {
+        // A wildcard (`None`) satisfies any test.
+        fn all<T>(want: Option<T>, test: impl FnOnce(T) -> bool) -> bool {
+            match want {
+                Some(w) => test(w),
+                None => true,
+            }
+        }
         fn eq<T: PartialEq>(want: Option<T>, have: T) -> bool {
-            want.map_or(true, |w| w == have)
+            all(want, |w| w == have)
         }
         eq(self.in_port, key.in_port)
             && eq(self.src_mac, key.src_mac)
@@ -219,10 +222,10 @@ impl Match {
             && eq(self.inner_vlan, key.inner_vlan)
             && eq(self.ethertype, key.ethertype)
             && eq(self.proto, key.proto)
-            && self.src_ip.as_ref().map_or(true, |n| net_matches(n, key.ip_version, &key.src_ip))
-            && self.dst_ip.as_ref().map_or(true, |n| net_matches(n, key.ip_version, &key.dst_ip))
-            && self.src_port.map_or(true, |r| r.contains(key.src_port))
-            && self.dst_port.map_or(true, |r| r.contains(key.dst_port))
+            && all(self.src_ip.as_ref(), |n| net_matches(n, key.ip_version, &key.src_ip))
+            && all(self.dst_ip.as_ref(), |n| net_matches(n, key.ip_version, &key.dst_ip))
+            && all(self.src_port, |r| r.contains(key.src_port))
+            && all(self.dst_port, |r| r.contains(key.dst_port))
     }
 
     /// The match for the reverse direction of a conversation: source and
@@ -302,9 +305,7 @@ impl RuleSet {
         let mirrors: Vec<Option<Match>> = rules.iter().map(|r| r.symmetric.then(|| r.matches.mirrored())).collect();
         let tss = TupleSpace::build(rules.iter().zip(&mirrors).enumerate().flat_map(|(i, (r, mirror))| {
             let verdict = Verdict { rule: i as RuleId, action: r.action };
-            std::iter::once(&r.matches)
-                .chain(mirror.as_ref())
-                .map(move |m| (m, r.priority, verdict))
+            std::iter::once(&r.matches).chain(mirror.as_ref()).map(move |m| (m, r.priority, verdict))
         }));
         Ok(RuleSet { rules, names, tss })
     }

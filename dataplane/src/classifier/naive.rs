@@ -14,7 +14,7 @@ pub fn classify(rules: &[Rule], key: &FlowKey) -> Option<Verdict> {
     let mut best: Option<(u32, Verdict)> = None;
     for (i, r) in rules.iter().enumerate() {
         let hit = r.matches.matches(key) || (r.symmetric && r.matches.matches(&reversed));
-        if hit && best.map_or(true, |(p, _)| r.priority > p) {
+        if hit && !matches!(best, Some((p, _)) if p >= r.priority) {
             best = Some((r.priority, Verdict { rule: i as RuleId, action: r.action }));
         }
     }

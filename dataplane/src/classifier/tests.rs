@@ -158,7 +158,8 @@ fn vlans_macs_ethertype_and_in_port_are_exact() {
         ..Match::default()
     };
     let set = RuleSet::new(vec![rule("arp", 1, m)]).unwrap();
-    let k = FlowKey { in_port: 3, outer_vlan: 100, ethertype: 0x0806, dst_mac: MacAddr::BROADCAST, ..FlowKey::default() };
+    let k =
+        FlowKey { in_port: 3, outer_vlan: 100, ethertype: 0x0806, dst_mac: MacAddr::BROADCAST, ..FlowKey::default() };
     assert_eq!(hit(&set, &k), Some("arp"));
     assert_eq!(hit(&set, &FlowKey { inner_vlan: 5, ..k }), None);
     assert_eq!(hit(&set, &FlowKey { outer_vlan: NO_VLAN, ..k }), None);
@@ -185,8 +186,10 @@ fn equal_priority_overlap_is_rejected() {
 
 #[test]
 fn symmetric_mirror_overlap_is_rejected() {
-    let out = Match { src_ip: net("10.0.0.1/32"), dst_ip: net("10.0.0.2/32"), dst_port: ports(80, 80), ..Match::default() };
-    let back = Match { src_ip: net("10.0.0.2/32"), dst_ip: net("10.0.0.1/32"), src_port: ports(80, 80), ..Match::default() };
+    let out =
+        Match { src_ip: net("10.0.0.1/32"), dst_ip: net("10.0.0.2/32"), dst_port: ports(80, 80), ..Match::default() };
+    let back =
+        Match { src_ip: net("10.0.0.2/32"), dst_ip: net("10.0.0.1/32"), src_port: ports(80, 80), ..Match::default() };
     assert!(!out.overlaps(&back));
     assert!(out.overlaps(&back.mirrored()));
     // Neither symmetric: the two directions are different packets.
@@ -200,7 +203,11 @@ fn symmetric_mirror_overlap_is_rejected() {
 
 #[test]
 fn duplicate_names_are_rejected() {
-    let err = RuleSet::new(vec![rule("a", 1, Match::default()), rule("b", 2, Match::default()), rule("a", 3, Match::default())]);
+    let err = RuleSet::new(vec![
+        rule("a", 1, Match::default()),
+        rule("b", 2, Match::default()),
+        rule("a", 3, Match::default()),
+    ]);
     assert_eq!(err.unwrap_err(), RuleError::DuplicateName { name: "a".into(), first: 0, second: 2 });
 }
 
@@ -221,7 +228,8 @@ fn many_disjoint_rules_of_one_priority_validate() {
 // ---- property tests: the compiled classifier agrees with the naive scan ----
 
 /// Small value domains so that rules and keys collide often.
-const V4: [[u8; 4]; 6] = [[10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 1, 128], [10, 1, 255, 255], [192, 168, 0, 1], [0, 0, 0, 0]];
+const V4: [[u8; 4]; 6] =
+    [[10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 1, 128], [10, 1, 255, 255], [192, 168, 0, 1], [0, 0, 0, 0]];
 const V6: [[u16; 8]; 5] = [
     [0x2001, 0xdb8, 0, 0, 0, 0, 0, 1],
     [0x2001, 0xdb8, 0, 0, 0, 0, 0, 2],
@@ -241,9 +249,9 @@ fn port_range() -> impl Strategy<Value = PortRange> {
 
 fn addr(v6: bool) -> BoxedStrategy<IpAddr> {
     if v6 {
-        prop::sample::select(&V6[..]).prop_map(|a| IpAddr::from(a)).boxed()
+        prop::sample::select(&V6[..]).prop_map(IpAddr::from).boxed()
     } else {
-        prop::sample::select(&V4[..]).prop_map(|a| IpAddr::from(a)).boxed()
+        prop::sample::select(&V4[..]).prop_map(IpAddr::from).boxed()
     }
 }
 
@@ -261,43 +269,88 @@ fn opt<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value =
 }
 
 fn a_match() -> impl Strategy<Value = Match> {
-    let l2 = (opt(0u16..3), opt(small_mac()), opt(small_mac()), opt(prop::sample::select(vec![1u16, 2, NO_VLAN])), opt(prop::sample::select(vec![1u16, NO_VLAN])), opt(prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806])));
-    let l34 = any::<bool>().prop_flat_map(|v6| (opt(ip_net(v6)), opt(ip_net(v6)), opt(prop::sample::select(vec![6u8, 17, 1])), opt(port_range()), opt(port_range())));
-    (l2, l34).prop_map(|((in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype), (src_ip, dst_ip, proto, src_port, dst_port))| Match {
-        in_port,
-        src_mac,
-        dst_mac,
-        vlan,
-        inner_vlan,
-        ethertype,
-        src_ip,
-        dst_ip,
-        proto,
-        src_port,
-        dst_port,
-    })
+    let l2 = (
+        opt(0u16..3),
+        opt(small_mac()),
+        opt(small_mac()),
+        opt(prop::sample::select(vec![1u16, 2, NO_VLAN])),
+        opt(prop::sample::select(vec![1u16, NO_VLAN])),
+        opt(prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806])),
+    );
+    let l34 = any::<bool>().prop_flat_map(|v6| {
+        (
+            opt(ip_net(v6)),
+            opt(ip_net(v6)),
+            opt(prop::sample::select(vec![6u8, 17, 1])),
+            opt(port_range()),
+            opt(port_range()),
+        )
+    });
+    (l2, l34).prop_map(
+        |((in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype), (src_ip, dst_ip, proto, src_port, dst_port))| {
+            Match { in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype, src_ip, dst_ip, proto, src_port, dst_port }
+        },
+    )
 }
 
 fn a_key() -> impl Strategy<Value = FlowKey> {
-    let l2 = (0u16..3, small_mac(), small_mac(), prop::sample::select(vec![1u16, 2, NO_VLAN]), prop::sample::select(vec![1u16, NO_VLAN]), prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806]));
-    let l34 = (prop::sample::select(vec![0u8, 4, 6, 6]), any::<bool>(), any::<u128>(), any::<u128>(), prop::sample::select(vec![6u8, 17, 1]), any_port(), any_port());
-    (l2, l34).prop_flat_map(|((in_port, src_mac, dst_mac, outer_vlan, inner_vlan, ethertype), (ip_version, random_ip, r1, r2, proto, src_port, dst_port))| {
-        let v6 = ip_version == 6;
-        let k = FlowKey { in_port, src_mac, dst_mac, outer_vlan, inner_vlan, ethertype, proto, src_port, dst_port, ip_version, ..FlowKey::default() };
-        (Just(k), addr(v6), addr(v6)).prop_map(move |(mut k, s, d)| {
-            // Either addresses from the rules' domain or random bits (within the family).
-            (k.src_ip, k.dst_ip) = if random_ip {
-                let fam = |r: u128| if v6 { r.to_be_bytes() } else { ip_to_key_bytes(IpAddr::from((r as u32).to_be_bytes())) };
-                (fam(r1), fam(r2))
-            } else {
-                (ip_to_key_bytes(s), ip_to_key_bytes(d))
+    let l2 = (
+        0u16..3,
+        small_mac(),
+        small_mac(),
+        prop::sample::select(vec![1u16, 2, NO_VLAN]),
+        prop::sample::select(vec![1u16, NO_VLAN]),
+        prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806]),
+    );
+    let l34 = (
+        prop::sample::select(vec![0u8, 4, 6, 6]),
+        any::<bool>(),
+        any::<u128>(),
+        any::<u128>(),
+        prop::sample::select(vec![6u8, 17, 1]),
+        any_port(),
+        any_port(),
+    );
+    (l2, l34).prop_flat_map(
+        |(
+            (in_port, src_mac, dst_mac, outer_vlan, inner_vlan, ethertype),
+            (ip_version, random_ip, r1, r2, proto, src_port, dst_port),
+        )| {
+            let v6 = ip_version == 6;
+            let k = FlowKey {
+                in_port,
+                src_mac,
+                dst_mac,
+                outer_vlan,
+                inner_vlan,
+                ethertype,
+                proto,
+                src_port,
+                dst_port,
+                ip_version,
+                ..FlowKey::default()
             };
-            if ip_version == 0 {
-                (k.src_ip, k.dst_ip) = ([0; 16], [0; 16]);
-            }
-            k
-        })
-    })
+            (Just(k), addr(v6), addr(v6)).prop_map(move |(mut k, s, d)| {
+                // Either addresses from the rules' domain or random bits (within the family).
+                (k.src_ip, k.dst_ip) = if random_ip {
+                    let fam = |r: u128| {
+                        if v6 {
+                            r.to_be_bytes()
+                        } else {
+                            ip_to_key_bytes(IpAddr::from((r as u32).to_be_bytes()))
+                        }
+                    };
+                    (fam(r1), fam(r2))
+                } else {
+                    (ip_to_key_bytes(s), ip_to_key_bytes(d))
+                };
+                if ip_version == 0 {
+                    (k.src_ip, k.dst_ip) = ([0; 16], [0; 16]);
+                }
+                k
+            })
+        },
+    )
 }
 
 /// A key inside `m` (when `m` can match anything), varied by `base`.
@@ -313,7 +366,10 @@ fn witness(m: &Match, base: &FlowKey) -> FlowKey {
     // Keep host bits from the base where the prefix allows.
     let place = |n: &IpNet, have: [u8; 16]| -> [u8; 16] {
         let (net, host) = match n {
-            IpNet::V4(n) => (u128::from(n.network().to_ipv6_mapped()), u128::from(u32::from(n.hostmask())) & u128::from_be_bytes(have)),
+            IpNet::V4(n) => (
+                u128::from(n.network().to_ipv6_mapped()),
+                u128::from(u32::from(n.hostmask())) & u128::from_be_bytes(have),
+            ),
             IpNet::V6(n) => (u128::from(n.network()), u128::from(n.hostmask()) & u128::from_be_bytes(have)),
         };
         (net | host).to_be_bytes()
@@ -327,29 +383,41 @@ fn witness(m: &Match, base: &FlowKey) -> FlowKey {
     if let Some(n) = &m.dst_ip {
         k.dst_ip = place(n, k.dst_ip);
     }
-    let in_range = |r: Option<PortRange>, p: u16| r.map_or(p, |r| if r.contains(p) { p } else if p % 2 == 0 { r.lo } else { r.hi });
+    let in_range = |r: Option<PortRange>, p: u16| {
+        r.map_or(p, |r| {
+            if r.contains(p) {
+                p
+            } else if p & 1 == 0 {
+                r.lo
+            } else {
+                r.hi
+            }
+        })
+    };
     k.src_port = in_range(m.src_port, k.src_port);
     k.dst_port = in_range(m.dst_port, k.dst_port);
     k
 }
 
 fn rules_with_unique_priorities() -> impl Strategy<Value = Vec<Rule>> {
-    prop::collection::vec((a_match(), prop::bool::weighted(0.3), prop::bool::weighted(0.2)), 0..40).prop_flat_map(|ms| {
-        let n = ms.len() as u32;
-        (Just(ms), Just((0..n).collect::<Vec<u32>>()).prop_shuffle()).prop_map(|(ms, prios)| {
-            ms.into_iter()
-                .zip(prios)
-                .enumerate()
-                .map(|(i, ((matches, symmetric, drop), priority))| Rule {
-                    name: format!("r{i}"),
-                    priority,
-                    matches,
-                    symmetric,
-                    action: if drop { Action::Drop } else { Action::Chain(i as ChainId) },
-                })
-                .collect()
-        })
-    })
+    prop::collection::vec((a_match(), prop::bool::weighted(0.3), prop::bool::weighted(0.2)), 0..40).prop_flat_map(
+        |ms| {
+            let n = ms.len() as u32;
+            (Just(ms), Just((0..n).collect::<Vec<u32>>()).prop_shuffle()).prop_map(|(ms, prios)| {
+                ms.into_iter()
+                    .zip(prios)
+                    .enumerate()
+                    .map(|(i, ((matches, symmetric, drop), priority))| Rule {
+                        name: format!("r{i}"),
+                        priority,
+                        matches,
+                        symmetric,
+                        action: if drop { Action::Drop } else { Action::Chain(i as ChainId) },
+                    })
+                    .collect()
+            })
+        },
+    )
 }
 
 fn agree(set: &RuleSet, k: &FlowKey) -> Result<(), TestCaseError> {

@@ -109,11 +109,7 @@ impl Packed {
     /// True when the two ternary patterns agree wherever both care.
     #[inline]
     fn compatible(&self, mask: &Packed, other: &Packed, other_mask: &Packed) -> bool {
-        self.0
-            .iter()
-            .zip(mask.0)
-            .zip(other.0.iter().zip(other_mask.0))
-            .all(|((a, ma), (b, mb))| (a ^ b) & ma & mb == 0)
+        self.0.iter().zip(mask.0).zip(other.0.iter().zip(other_mask.0)).all(|((a, ma), (b, mb))| (a ^ b) & ma & mb == 0)
     }
 }
 
@@ -161,11 +157,7 @@ impl Ternary {
     /// wildcarded; callers add them as prefixes or compare ranges.
     pub(crate) fn of(m: &Match) -> Option<Ternary> {
         let fam = family(m).ok()?;
-        let zero = FlowKey {
-            outer_vlan: 0,
-            inner_vlan: 0,
-            ..FlowKey::default()
-        };
+        let zero = FlowKey { outer_vlan: 0, inner_vlan: 0, ..FlowKey::default() };
         let (mut v, mut k) = (zero, zero);
         if let Some(p) = m.in_port {
             (v.in_port, k.in_port) = (p, u16::MAX);
@@ -197,10 +189,7 @@ impl Ternary {
         if let Some(p) = m.proto {
             (v.proto, k.proto) = (p, u8::MAX);
         }
-        Some(Ternary {
-            value: Packed::from_key(&v),
-            mask: Packed::from_key(&k),
-        })
+        Some(Ternary { value: Packed::from_key(&v), mask: Packed::from_key(&k) })
     }
 
     /// True when some key matches both patterns (ports aside).
@@ -292,7 +281,7 @@ impl TupleSpace {
             }
         }
         let mut tuples: Vec<Tuple> = by_mask.into_values().collect();
-        tuples.sort_by(|a, b| b.max_priority.cmp(&a.max_priority));
+        tuples.sort_by_key(|t| std::cmp::Reverse(t.max_priority));
         for t in &mut tuples {
             t.table.shrink_to_fit();
         }
@@ -313,7 +302,7 @@ impl TupleSpace {
                 }
             }
             if let Some(s) = t.table.get(&packed.and(&t.mask)) {
-                if best.map_or(true, |b| s.priority > b.priority) {
+                if !matches!(best, Some(b) if b.priority >= s.priority) {
                     best = Some(*s);
                 }
             }
@@ -337,7 +326,8 @@ mod tests {
 
     #[test]
     fn port_ranges_expand_to_exact_prefix_cover() {
-        for (lo, hi) in [(0, 65535), (1, 65534), (1024, 65535), (80, 80), (0, 0), (65535, 65535), (1000, 2000), (3, 4)] {
+        for (lo, hi) in [(0, 65535), (1, 65534), (1024, 65535), (80, 80), (0, 0), (65535, 65535), (1000, 2000), (3, 4)]
+        {
             let pieces = port_prefixes(Some(PortRange { lo, hi }));
             assert!(pieces.len() <= 30, "{lo}-{hi}: {} pieces", pieces.len());
             assert_eq!(covered(&pieces), (lo..=hi).collect::<Vec<_>>(), "{lo}-{hi}");
