@@ -22,7 +22,7 @@ use std::hash::{Hash, Hasher};
 const WORDS: usize = 8;
 
 /// A [`FlowKey`] packed into eight words so that masking is eight ANDs and
-/// hashing is eight word writes, whatever the field layout of `FlowKey`.
+/// hashing is one folded word, whatever the field layout of `FlowKey`.
 ///
 /// Layout (big-endian within each field):
 /// `[src_ip hi, src_ip lo, dst_ip hi, dst_ip lo, src_mac|in_port,
@@ -50,7 +50,8 @@ fn fold_mul(a: u64, b: u64) -> u64 {
     p as u64 ^ (p >> 64) as u64
 }
 
-/// Arbitrary odd constants (digits of pi) that keep a zero word from zeroing a lane.
+/// Arbitrary constants (hex digits of pi) xored into each word, so that a
+/// zero word (every field a tuple does not use) does not zero its lane.
 const LANES: [u64; WORDS] = [
     0x243f_6a88_85a3_08d3,
     0x1319_8a2e_0370_7344,
