@@ -4,10 +4,28 @@
 //! [`RuleSet`] is a validated, compiled set of rules that classifies a
 //! [`FlowKey`] into a [`Verdict`]. Highest priority wins; two rules of equal
 //! priority that can match the same packet are rejected when the set is built.
+//!
+//! Classification is tuple-space search (module `tss`): rules
+//! are grouped by which fields and prefix lengths they use, one hash table per
+//! group, so a lookup costs one hash probe per distinct mask instead of one
+//! comparison per rule. The per-worker [`crate::cache::FlowCache`] sits in
+//! front of it, so the search runs once per flow and rule-set generation.
 
 use crate::flow::{FlowKey, MacAddr};
 use crate::packet::PortId;
-use ipnet::IpNet;
+use hashbrown::HashMap;
+/// Re-exported: [`Match`] holds networks of this type, and users of the
+/// classifier should not need to depend on `ipnet` themselves to build one.
+pub use ipnet::IpNet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+#[cfg(any(test, feature = "testutil"))]
+pub mod naive;
+#[cfg(test)]
+mod tests;
+mod tss;
+
+use tss::{Ternary, TupleSpace};
 
 /// Index of a rule in its [`RuleSet`].
 pub type RuleId = u32;
@@ -129,4 +147,250 @@ pub enum RuleError {
         /// The shared priority.
         priority: u32,
     },
+    /// A rule that no packet can match, which is always a mistake in the
+    /// config (a reversed port range, IPv4 source with IPv6 destination).
+    #[error("rule `{name}` can never match: {reason}")]
+    Unmatchable {
+        /// Index of the rule.
+        rule: RuleId,
+        /// Its name.
+        name: String,
+        /// What is contradictory.
+        reason: &'static str,
+    },
+}
+
+/// Whether a network matches a key address. IPv4 compares the low 32 bits,
+/// where an IPv4-mapped address keeps the IPv4 address.
+fn net_matches(net: &IpNet, version: u8, addr: &[u8; 16]) -> bool {
+    match net {
+        IpNet::V4(n) => {
+            let [.., a, b, c, d] = *addr;
+            version == 4 && n.contains(&Ipv4Addr::new(a, b, c, d))
+        }
+        IpNet::V6(n) => version == 6 && n.contains(&Ipv6Addr::from(*addr)),
+    }
+}
+
+/// A port range as `(lo, hi)`, the whole space for a wildcard.
+fn bounds(r: Option<PortRange>) -> (u16, u16) {
+    r.map_or((0, u16::MAX), |r| (r.lo, r.hi))
+}
+
+/// A match compiled for intersection tests: mask-comparable fields as a
+/// ternary pattern, ports as ranges (their exact intersection is cheaper
+/// than comparing prefix expansions).
+#[derive(Clone, Copy)]
+struct Shape {
+    fields: Ternary,
+    src: (u16, u16),
+    dst: (u16, u16),
+}
+
+impl Shape {
+    /// `None` when no packet can match `m`.
+    fn of(m: &Match) -> Option<Shape> {
+        Some(Shape { fields: Ternary::of(m)?, src: bounds(m.src_port), dst: bounds(m.dst_port) })
+    }
+
+    fn meets(&self, other: &Shape) -> bool {
+        let meet = |a: (u16, u16), b: (u16, u16)| a.0.max(b.0) <= a.1.min(b.1);
+        meet(self.src, other.src) && meet(self.dst, other.dst) && self.fields.intersects(&other.fields)
+    }
+}
+
+impl Match {
+    /// True when `key` satisfies every field that is not a wildcard.
+    ///
+    /// This is the definition of a match; the compiled [`RuleSet`] must agree
+    /// with it (the proptests check it against the linear-scan reference, `naive::classify`).
+    pub fn matches(&self, key: &FlowKey) -> bool {
+        // A wildcard (`None`) satisfies any test.
+        fn all<T>(want: Option<T>, test: impl FnOnce(T) -> bool) -> bool {
+            match want {
+                Some(w) => test(w),
+                None => true,
+            }
+        }
+        fn eq<T: PartialEq>(want: Option<T>, have: T) -> bool {
+            all(want, |w| w == have)
+        }
+        eq(self.in_port, key.in_port)
+            && eq(self.src_mac, key.src_mac)
+            && eq(self.dst_mac, key.dst_mac)
+            && eq(self.vlan, key.outer_vlan)
+            && eq(self.inner_vlan, key.inner_vlan)
+            && eq(self.ethertype, key.ethertype)
+            && eq(self.proto, key.proto)
+            && all(self.src_ip.as_ref(), |n| net_matches(n, key.ip_version, &key.src_ip))
+            && all(self.dst_ip.as_ref(), |n| net_matches(n, key.ip_version, &key.dst_ip))
+            && all(self.src_port, |r| r.contains(key.src_port))
+            && all(self.dst_port, |r| r.contains(key.dst_port))
+    }
+
+    /// The match for the reverse direction of a conversation: source and
+    /// destination MAC, network and port swapped. A symmetric rule matches a
+    /// key when either this or the original matches it.
+    pub fn mirrored(&self) -> Match {
+        Match {
+            src_mac: self.dst_mac,
+            dst_mac: self.src_mac,
+            src_ip: self.dst_ip,
+            dst_ip: self.src_ip,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            ..self.clone()
+        }
+    }
+
+    /// True when at least one key matches both `self` and `other`: the test
+    /// behind the equal-priority check, exact (not a heuristic) under the
+    /// field semantics of [`Match::matches`].
+    pub fn overlaps(&self, other: &Match) -> bool {
+        match (Shape::of(self), Shape::of(other)) {
+            (Some(a), Some(b)) => a.meets(&b),
+            _ => false,
+        }
+    }
+
+    /// Why no packet can match, if so.
+    fn contradiction(&self) -> Option<&'static str> {
+        let empty = |r: Option<PortRange>| r.is_some_and(|r| r.lo > r.hi);
+        if Ternary::of(self).is_none() {
+            Some("its source and destination networks are of different IP families")
+        } else if empty(self.src_port) {
+            Some("its source port range is empty (lo > hi)")
+        } else if empty(self.dst_port) {
+            Some("its destination port range is empty (lo > hi)")
+        } else {
+            None
+        }
+    }
+}
+
+/// A validated, compiled, immutable set of rules.
+///
+/// Control builds one per configuration change and publishes it to the
+/// workers behind an `Arc`; it is never mutated afterwards, so workers read it
+/// without locks. Rule ids are indexes into [`RuleSet::rules`].
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    names: HashMap<String, RuleId>,
+    tss: TupleSpace,
+}
+
+impl RuleSet {
+    /// Validates and compiles `rules`.
+    ///
+    /// Rejects duplicate names, rules that can never match, and two rules of
+    /// equal priority that can match the same packet (counting the mirrored
+    /// direction of symmetric rules): with those, which rule wins would
+    /// depend on the order of the config file. The overlap test is pairwise
+    /// only among rules of one priority.
+    pub fn new(rules: Vec<Rule>) -> Result<RuleSet, RuleError> {
+        let mut names = HashMap::with_capacity(rules.len());
+        for (i, r) in rules.iter().enumerate() {
+            if let Some(&first) = names.get(r.name.as_str()) {
+                return Err(RuleError::DuplicateName { name: r.name.clone(), first, second: i as RuleId });
+            }
+            names.insert(r.name.clone(), i as RuleId);
+        }
+        for (i, r) in rules.iter().enumerate() {
+            if let Some(reason) = r.matches.contradiction() {
+                return Err(RuleError::Unmatchable { rule: i as RuleId, name: r.name.clone(), reason });
+            }
+        }
+        check_overlaps(&rules)?;
+        let mirrors: Vec<Option<Match>> = rules.iter().map(|r| r.symmetric.then(|| r.matches.mirrored())).collect();
+        let tss = TupleSpace::build(rules.iter().zip(&mirrors).enumerate().flat_map(|(i, (r, mirror))| {
+            let verdict = Verdict { rule: i as RuleId, action: r.action };
+            std::iter::once(&r.matches).chain(mirror.as_ref()).map(move |m| (m, r.priority, verdict))
+        }));
+        Ok(RuleSet { rules, names, tss })
+    }
+
+    /// The set with no rules: every packet takes the unmatched fast path.
+    pub fn empty() -> RuleSet {
+        RuleSet { rules: Vec::new(), names: HashMap::new(), tss: TupleSpace::default() }
+    }
+
+    /// The verdict of the highest-priority rule matching `key`, `None` when
+    /// no rule does. Bounded work: one hash probe per tuple at most.
+    #[inline]
+    pub fn classify(&self, key: &FlowKey) -> Option<Verdict> {
+        self.tss.classify(key)
+    }
+
+    /// The rules, indexed by [`RuleId`].
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True when there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The id of the rule called `name`, for counters and the control API.
+    pub fn rule_id(&self, name: &str) -> Option<RuleId> {
+        self.names.get(name).copied()
+    }
+
+    /// Number of distinct masks (tuples): what a classification miss costs,
+    /// in hash probes. Worth exporting: it, not the rule count, drives the
+    /// miss cost.
+    pub fn tuple_count(&self) -> usize {
+        self.tss.tuple_count()
+    }
+}
+
+/// Rejects two rules of equal priority that can match one packet.
+fn check_overlaps(rules: &[Rule]) -> Result<(), RuleError> {
+    struct Compiled {
+        index: usize,
+        forward: Shape,
+        mirror: Option<Shape>,
+    }
+    let mut order: Vec<(u32, usize)> = rules.iter().enumerate().map(|(i, r)| (r.priority, i)).collect();
+    order.sort_unstable();
+    for bucket in order.chunk_by(|a, b| a.0 == b.0) {
+        if bucket.len() < 2 {
+            continue;
+        }
+        let compiled: Vec<Compiled> = bucket
+            .iter()
+            .filter_map(|&(_, index)| {
+                let r = &rules[index];
+                Some(Compiled {
+                    index,
+                    forward: Shape::of(&r.matches)?,
+                    mirror: if r.symmetric { Shape::of(&r.matches.mirrored()) } else { None },
+                })
+            })
+            .collect();
+        for (j, b) in compiled.iter().enumerate() {
+            for a in compiled.iter().take(j) {
+                let hit = a.forward.meets(&b.forward)
+                    || a.mirror.is_some_and(|m| m.meets(&b.forward))
+                    || b.mirror.is_some_and(|m| a.forward.meets(&m));
+                if hit {
+                    let (ra, rb) = (&rules[a.index], &rules[b.index]);
+                    return Err(RuleError::Overlap {
+                        first: a.index as RuleId,
+                        first_name: ra.name.clone(),
+                        second: b.index as RuleId,
+                        second_name: rb.name.clone(),
+                        priority: ra.priority,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,340 @@
+//! Tuple-space search, as Open vSwitch's classifier does it.
+//!
+//! Every rule is compiled to one or more *pieces*: a (value, mask) pair over
+//! the packed flow key. Port ranges do not fit a mask, so each range is split
+//! into aligned prefix blocks first (at most 30 per 16-bit range; a rule with
+//! a source and a destination range gets the product). Pieces with the same
+//! mask share a *tuple*: one hash table keyed by `key & mask`. A lookup masks
+//! the packed key once per tuple and probes one hash table, so its cost grows
+//! with the number of distinct masks, not with the number of rules.
+//!
+//! Tuples are sorted by the highest priority they hold; the search stops as
+//! soon as the best match so far is at least that priority, which is what
+//! makes a hit on a high-priority rule cheap even with thousands of rules.
+
+use super::{Match, PortRange, Verdict};
+use crate::flow::{FlowKey, MacAddr};
+use hashbrown::HashMap;
+use ipnet::IpNet;
+use std::hash::{Hash, Hasher};
+
+/// Number of 64-bit words in a [`Packed`] key.
+const WORDS: usize = 8;
+
+/// A [`FlowKey`] packed into eight words so that masking is eight ANDs and
+/// hashing is one folded word, whatever the field layout of `FlowKey`.
+///
+/// Layout (big-endian within each field):
+/// `[src_ip hi, src_ip lo, dst_ip hi, dst_ip lo, src_mac|in_port,
+///   dst_mac|ethertype, outer_vlan|inner_vlan|src_port|dst_port, proto|ip_version]`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Packed([u64; WORDS]);
+
+impl Hash for Packed {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.fold());
+    }
+}
+
+#[inline]
+fn mac48(m: MacAddr) -> u64 {
+    let [a, b, c, d, e, f] = m.0;
+    u64::from_be_bytes([0, 0, a, b, c, d, e, f])
+}
+
+/// Folded 64x64->128 multiply, the mixing step of foldhash and wyhash.
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    p as u64 ^ (p >> 64) as u64
+}
+
+/// Arbitrary constants (hex digits of pi) xored into each word, so that a
+/// zero word (every field a tuple does not use) does not zero its lane.
+const LANES: [u64; WORDS] = [
+    0x243f_6a88_85a3_08d3,
+    0x1319_8a2e_0370_7344,
+    0xa409_3822_299f_31d0,
+    0x082e_fa98_ec4e_6c89,
+    0x4528_21e6_38d0_1377,
+    0xbe54_66cf_34e9_0c6c,
+    0xc0ac_29b7_c97c_50dd,
+    0x3f84_d5b5_b547_0917,
+];
+
+impl Packed {
+    /// The key folded to one word with four independent multiplies, so the
+    /// hasher sees a single `write_u64`. Measured with 10,000 rules (293
+    /// tuples): eight chained `write_u64` took a miss from 2.5 to 3.5 us and a
+    /// hit from 2.8 to 5.2 us; one 64-byte `write` was worse still (9 us). The tables hold config-derived keys
+    /// only, so an unseeded fold does not expose them to collision attacks;
+    /// the seeded hasher still mixes the result.
+    #[inline]
+    fn fold(&self) -> u64 {
+        let [a, b, c, d, e, f, g, h] = self.0;
+        let [ka, kb, kc, kd, ke, kf, kg, kh] = LANES;
+        fold_mul(a ^ ka, b ^ kb) ^ fold_mul(c ^ kc, d ^ kd) ^ fold_mul(e ^ ke, f ^ kf) ^ fold_mul(g ^ kg, h ^ kh)
+    }
+
+    /// Packs every field of `k`; also used for masks, by packing a `FlowKey`
+    /// whose fields are masks.
+    #[inline]
+    pub(crate) fn from_key(k: &FlowKey) -> Packed {
+        let s = u128::from_be_bytes(k.src_ip);
+        let d = u128::from_be_bytes(k.dst_ip);
+        Packed([
+            (s >> 64) as u64,
+            s as u64,
+            (d >> 64) as u64,
+            d as u64,
+            mac48(k.src_mac) << 16 | u64::from(k.in_port),
+            mac48(k.dst_mac) << 16 | u64::from(k.ethertype),
+            u64::from(k.outer_vlan) << 48
+                | u64::from(k.inner_vlan) << 32
+                | u64::from(k.src_port) << 16
+                | u64::from(k.dst_port),
+            u64::from(k.proto) << 8 | u64::from(k.ip_version),
+        ])
+    }
+
+    #[inline]
+    fn and(&self, mask: &Packed) -> Packed {
+        let mut out = self.0;
+        for (o, m) in out.iter_mut().zip(mask.0) {
+            *o &= m;
+        }
+        Packed(out)
+    }
+
+    /// True when the two ternary patterns agree wherever both care.
+    #[inline]
+    fn compatible(&self, mask: &Packed, other: &Packed, other_mask: &Packed) -> bool {
+        self.0.iter().zip(mask.0).zip(other.0.iter().zip(other_mask.0)).all(|((a, ma), (b, mb))| (a ^ b) & ma & mb == 0)
+    }
+}
+
+/// A match without its port ranges, as a (value, mask) pair over [`Packed`].
+/// `value` is already masked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ternary {
+    value: Packed,
+    mask: Packed,
+}
+
+/// The IP family a match needs: `Err(())` when its source and destination
+/// networks are of different families, so that no packet can match it.
+fn family(m: &Match) -> Result<Option<u8>, ()> {
+    let v = |n: &Option<IpNet>| {
+        n.map(|n| match n {
+            IpNet::V4(_) => 4u8,
+            IpNet::V6(_) => 6u8,
+        })
+    };
+    match (v(&m.src_ip), v(&m.dst_ip)) {
+        (Some(a), Some(b)) if a != b => Err(()),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// (value, mask) of a network over the 16-byte key field. IPv4 compares the
+/// low 32 bits (where an IPv4-mapped address keeps the IPv4 address).
+fn net_bits(n: &IpNet) -> ([u8; 16], [u8; 16]) {
+    let (addr, mask) = match n {
+        IpNet::V4(n) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(n.prefix_len())).unwrap_or(0);
+            (u128::from(u32::from(n.addr()) & mask), u128::from(mask))
+        }
+        IpNet::V6(n) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(n.prefix_len())).unwrap_or(0);
+            (u128::from(n.addr()) & mask, mask)
+        }
+    };
+    (addr.to_be_bytes(), mask.to_be_bytes())
+}
+
+impl Ternary {
+    /// `None` when no packet can match (mixed IP families). Ports are left
+    /// wildcarded; callers add them as prefixes or compare ranges.
+    pub(crate) fn of(m: &Match) -> Option<Ternary> {
+        let fam = family(m).ok()?;
+        let zero = FlowKey { outer_vlan: 0, inner_vlan: 0, ..FlowKey::default() };
+        let (mut v, mut k) = (zero, zero);
+        if let Some(p) = m.in_port {
+            (v.in_port, k.in_port) = (p, u16::MAX);
+        }
+        if let Some(a) = m.src_mac {
+            (v.src_mac, k.src_mac) = (a, MacAddr::BROADCAST);
+        }
+        if let Some(a) = m.dst_mac {
+            (v.dst_mac, k.dst_mac) = (a, MacAddr::BROADCAST);
+        }
+        if let Some(x) = m.vlan {
+            (v.outer_vlan, k.outer_vlan) = (x, u16::MAX);
+        }
+        if let Some(x) = m.inner_vlan {
+            (v.inner_vlan, k.inner_vlan) = (x, u16::MAX);
+        }
+        if let Some(x) = m.ethertype {
+            (v.ethertype, k.ethertype) = (x, u16::MAX);
+        }
+        if let Some(n) = &m.src_ip {
+            (v.src_ip, k.src_ip) = net_bits(n);
+        }
+        if let Some(n) = &m.dst_ip {
+            (v.dst_ip, k.dst_ip) = net_bits(n);
+        }
+        if let Some(f) = fam {
+            (v.ip_version, k.ip_version) = (f, u8::MAX);
+        }
+        if let Some(p) = m.proto {
+            (v.proto, k.proto) = (p, u8::MAX);
+        }
+        Some(Ternary { value: Packed::from_key(&v), mask: Packed::from_key(&k) })
+    }
+
+    /// True when some key matches both patterns (ports aside).
+    pub(crate) fn intersects(&self, other: &Ternary) -> bool {
+        self.value.compatible(&self.mask, &other.value, &other.mask)
+    }
+
+    /// The pattern narrowed to one (source, destination) port prefix pair.
+    fn with_ports(&self, src: (u16, u16), dst: (u16, u16)) -> Ternary {
+        let mut t = *self;
+        let ports = |s: u16, d: u16| u64::from(s) << 16 | u64::from(d);
+        t.value.0[6] |= ports(src.0, dst.0);
+        t.mask.0[6] |= ports(src.1, dst.1);
+        t
+    }
+}
+
+/// Splits an inclusive port range into aligned (value, mask) blocks; a
+/// wildcard is the one block (0, 0). An empty range (lo > hi) gives none.
+pub(crate) fn port_prefixes(range: Option<PortRange>) -> Vec<(u16, u16)> {
+    let Some(PortRange { lo, hi }) = range else {
+        return vec![(0, 0)];
+    };
+    let (mut lo, hi) = (u32::from(lo), u32::from(hi));
+    let mut out = Vec::new();
+    while lo <= hi {
+        // The largest aligned block starting at `lo` that ends by `hi`.
+        let mut size = if lo == 0 { 1u32 << 16 } else { 1u32 << lo.trailing_zeros() };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((lo as u16, !(size - 1) as u16));
+        lo += size;
+    }
+    out
+}
+
+/// One hash-table entry: the best rule for this masked key in this tuple.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    priority: u32,
+    verdict: Verdict,
+}
+
+/// All pieces sharing one mask.
+#[derive(Debug)]
+struct Tuple {
+    mask: Packed,
+    max_priority: u32,
+    table: HashMap<Packed, Slot>,
+}
+
+/// The compiled classifier: tuples in decreasing order of their best priority.
+#[derive(Debug, Default)]
+pub(crate) struct TupleSpace {
+    tuples: Vec<Tuple>,
+}
+
+impl TupleSpace {
+    /// Compiles `(match, priority, verdict)` triples; a symmetric rule is
+    /// passed twice, once with its mirrored match.
+    pub(crate) fn build<'a>(pieces: impl IntoIterator<Item = (&'a Match, u32, Verdict)>) -> TupleSpace {
+        let mut by_mask: HashMap<Packed, Tuple> = HashMap::new();
+        for (m, priority, verdict) in pieces {
+            let Some(base) = Ternary::of(m) else { continue };
+            let dsts = port_prefixes(m.dst_port);
+            for src in port_prefixes(m.src_port) {
+                for &dst in &dsts {
+                    let t = base.with_ports(src, dst);
+                    let tuple = by_mask.entry(t.mask).or_insert_with(|| Tuple {
+                        mask: t.mask,
+                        max_priority: priority,
+                        table: HashMap::new(),
+                    });
+                    tuple.max_priority = tuple.max_priority.max(priority);
+                    let slot = Slot { priority, verdict };
+                    // Same tuple and same masked key means the same packets:
+                    // only the higher priority can ever win here.
+                    tuple
+                        .table
+                        .entry(t.value)
+                        .and_modify(|s| {
+                            if priority > s.priority {
+                                *s = slot;
+                            }
+                        })
+                        .or_insert(slot);
+                }
+            }
+        }
+        let mut tuples: Vec<Tuple> = by_mask.into_values().collect();
+        tuples.sort_by_key(|t| std::cmp::Reverse(t.max_priority));
+        for t in &mut tuples {
+            t.table.shrink_to_fit();
+        }
+        TupleSpace { tuples }
+    }
+
+    /// Highest-priority verdict for `key`.
+    #[inline]
+    pub(crate) fn classify(&self, key: &FlowKey) -> Option<Verdict> {
+        let packed = Packed::from_key(key);
+        let mut best: Option<Slot> = None;
+        for t in &self.tuples {
+            if let Some(b) = best {
+                // Equal priority cannot match too: equal-priority overlap is
+                // rejected when the set is built.
+                if b.priority >= t.max_priority {
+                    break;
+                }
+            }
+            if let Some(s) = t.table.get(&packed.and(&t.mask)) {
+                if !matches!(best, Some(b) if b.priority >= s.priority) {
+                    best = Some(*s);
+                }
+            }
+        }
+        best.map(|s| s.verdict)
+    }
+
+    /// Number of distinct masks: the cost of a miss, in hash probes.
+    pub(crate) fn tuple_count(&self) -> usize {
+        self.tuples.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covered(pieces: &[(u16, u16)]) -> Vec<u16> {
+        (0..=u16::MAX).filter(|p| pieces.iter().any(|&(v, m)| p & m == v)).collect()
+    }
+
+    #[test]
+    fn port_ranges_expand_to_exact_prefix_cover() {
+        for (lo, hi) in [(0, 65535), (1, 65534), (1024, 65535), (80, 80), (0, 0), (65535, 65535), (1000, 2000), (3, 4)]
+        {
+            let pieces = port_prefixes(Some(PortRange { lo, hi }));
+            assert!(pieces.len() <= 30, "{lo}-{hi}: {} pieces", pieces.len());
+            assert_eq!(covered(&pieces), (lo..=hi).collect::<Vec<_>>(), "{lo}-{hi}");
+        }
+        assert_eq!(port_prefixes(Some(PortRange { lo: 1, hi: 65534 })).len(), 30);
+        assert_eq!(port_prefixes(Some(PortRange { lo: 5, hi: 4 })), vec![]);
+        assert_eq!(port_prefixes(None), vec![(0, 0)]);
+    }
+}
