@@ -62,7 +62,7 @@ fn tshark_shows_ports_rules_lengths_and_times() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copies.pcapng");
     let names =
-        Names { ports: vec!["vm-web-1".into(), "vm-db-1".into()], rules: vec!["web-to-db".into(), "dns".into()] };
+        Names { ports: vec!["vm-web-1".into(), "vm-db-1".into()], rules: vec!["web-to-db".into(), "dns".into()], chains: vec!["c0".into(), "inspect".into(), "audit".into()] };
     let full = frame(1, 98);
     let big = frame(2, 1514);
     let mut sink = PcapngSink::create("capture-0", &path).unwrap();
@@ -93,23 +93,23 @@ fn tshark_shows_ports_rules_lengths_and_times() {
             [
                 "0",
                 "vm-web-1",
-                "flowsteer rule=web-to-db chain=2",
+                "flowsteer rule=web-to-db chain=audit",
                 "98",
                 "98",
                 "02:00:00:00:00:01",
                 "1700000000.123456789"
             ],
-            ["1", "vm-db-1", "flowsteer rule=dns chain=5", "1514", "64", "02:00:00:00:00:02", "1700000000.123456790"],
+            ["1", "vm-db-1", "flowsteer rule=dns chain=chain5", "1514", "64", "02:00:00:00:00:02", "1700000000.123456790"],
             [
                 "0",
                 "vm-web-1",
-                "flowsteer rule=web-to-db chain=2",
+                "flowsteer rule=web-to-db chain=audit",
                 "98",
                 "98",
                 "02:00:00:00:00:01",
                 "1700000003.123456789"
             ],
-            ["2", "port7", "flowsteer rule=rule9 chain=1", "98", "98", "02:00:00:00:00:01", "1700000004.123456789"],
+            ["2", "port7", "flowsteer rule=rule9 chain=inspect", "98", "98", "02:00:00:00:00:01", "1700000004.123456789"],
         ]
     );
 }
@@ -131,5 +131,5 @@ fn dropping_the_sink_flushes_it() {
     sink.write(&copy(0, &frame(3, 60), 0, T0, 0, 0), &Names::default()).unwrap();
     drop(sink);
     let rows = tshark(&path, &["frame.interface_name", "frame.comment"]);
-    assert_eq!(rows, [["port0", "flowsteer rule=rule0 chain=0"]]);
+    assert_eq!(rows, [["port0", "flowsteer rule=rule0 chain=chain0"]]);
 }

@@ -266,6 +266,10 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             let r = &cfg.rules[second as usize];
             Pos::of(&r.priority, format!("rules[{second}].priority")).error(file, e.to_string())
         }
+        RuleError::Unmatchable { rule, .. } => {
+            let r = &cfg.rules[rule as usize];
+            Pos::of(&r.name, format!("rules[{rule}].match")).error(file, e.to_string())
+        }
     })?;
     for (c, spec) in cfg.chains.iter().zip(&chains) {
         if !cfg.rules.iter().any(|r| r.chain.as_ref().map(|s| &s.value) == Some(&spec.name)) {

@@ -127,6 +127,7 @@ fn start(plan: &Plan, ports: Vec<Box<dyn Port>>, spawn_threads: bool) -> Result<
     let names = Arc::new(Names {
         ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
         rules: plan.rules.rules().iter().map(|r| r.name.clone()).collect(),
+        chains: plan.chains.iter().map(|c| c.name.clone()).collect(),
     });
     let (queues, sinks) = open_sinks(plan)?;
     let mut sink_threads = Vec::new();

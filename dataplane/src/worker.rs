@@ -281,8 +281,10 @@ impl<C: Chains> Worker<C> {
         transmit(&mut self.out[i], &mut *self.ports[i], &self.stats);
     }
 
-    /// Copies each port's own counters where control can read them.
+    /// Copies each port's own counters, and the flow cache's, where control can read them.
     fn mirror_port_stats(&self) {
+        self.stats.cache_hits.set(self.cache.hits());
+        self.stats.cache_misses.set(self.cache.misses());
         for p in &self.ports {
             if let Some(pc) = self.stats.ports.get(p.id() as usize) {
                 pc.mirror(&p.stats());

@@ -30,6 +30,8 @@ pub struct Names {
     pub ports: Vec<String>,
     /// Rule names indexed by rule id.
     pub rules: Vec<String>,
+    /// Chain names indexed by chain id.
+    pub chains: Vec<String>,
 }
 
 impl Names {
@@ -38,6 +40,14 @@ impl Names {
         match self.ports.get(id as usize) {
             Some(n) => n.as_str().into(),
             None => format!("port{id}").into(),
+        }
+    }
+
+    /// The name of chain `id`, or `chain<id>` when unknown.
+    pub fn chain(&self, id: ChainId) -> std::borrow::Cow<'_, str> {
+        match self.chains.get(id as usize) {
+            Some(n) => n.as_str().into(),
+            None => format!("chain{id}").into(),
         }
     }
 

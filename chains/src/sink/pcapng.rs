@@ -8,7 +8,7 @@
 //!   port's first copy arrives; nanosecond timestamps (`if_tsresol = 9`);
 //! * one Enhanced Packet Block per copy: the copied bytes as captured data,
 //!   the packet's length on the wire as original length (a sliced copy keeps
-//!   it), and a comment `flowsteer rule=<rule name> chain=<chain id>` (shown
+//!   it), and a comment `flowsteer rule=<rule name> chain=<chain name>` (shown
 //!   as `frame.comment`).
 //!
 //! Counters and failures: an I/O error is returned as [`SinkError::Io`]
@@ -148,7 +148,7 @@ impl Sink for PcapngSink {
             let comment = comment.to_mut();
             comment.clear();
             // Writing into a String cannot fail.
-            let _ = write!(comment, "flowsteer rule={} chain={}", names.rule(rec.rule), rec.chain);
+            let _ = write!(comment, "flowsteer rule={} chain={}", names.rule(rec.rule), names.chain(rec.chain));
         }
         // `write_block` takes a `Block`; move the reused block in and back out.
         let block = Block::EnhancedPacket(std::mem::replace(&mut self.epb, empty_epb()));
@@ -207,7 +207,7 @@ mod tests {
     fn one_interface_per_port_and_a_comment_per_copy() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("copies.pcapng");
-        let names = Names { ports: vec!["vm-a".into(), "vm-b".into()], rules: vec!["web".into()] };
+        let names = Names { ports: vec!["vm-a".into(), "vm-b".into()], rules: vec!["web".into()], chains: vec![] };
         let mut sink = PcapngSink::create("cap", &path).unwrap();
         sink.write(&record(1, 0, 60, 0), &names).unwrap();
         sink.write(&record(0, 0, 64, 1500), &names).unwrap();
@@ -239,8 +239,8 @@ mod tests {
         assert_eq!((packets[1].data.len(), packets[1].original_len), (64, 1500));
         assert_eq!(packets[0].timestamp.as_nanos(), 1_700_000_000_000_000_001);
         let comments: Vec<_> = packets.iter().map(|p| p.options.clone()).collect();
-        assert_eq!(comments[0], [EnhancedPacketOption::Comment("flowsteer rule=web chain=3".into())]);
-        assert_eq!(comments[2], [EnhancedPacketOption::Comment("flowsteer rule=rule7 chain=3".into())]);
+        assert_eq!(comments[0], [EnhancedPacketOption::Comment("flowsteer rule=web chain=chain3".into())]);
+        assert_eq!(comments[2], [EnhancedPacketOption::Comment("flowsteer rule=rule7 chain=chain3".into())]);
     }
 
     #[test]
