@@ -152,13 +152,14 @@ fn classify(c: &mut Criterion) {
         }
         g.bench_function(format!("cache_hit/{n}"), |b| {
             let mut cache = FlowCache::new(4 * KEYS);
+            cache.set_generation(1);
             for k in &hits {
-                cache.lookup(k, 1, |k| set.classify(k));
+                cache.lookup(k, |k| set.classify(k).map(|v| v.rule));
             }
             let mut i = 0;
             b.iter(|| {
                 i = (i + 1) % KEYS;
-                black_box(cache.lookup(black_box(&hits[i]), 1, |k| set.classify(k)))
+                black_box(cache.lookup(black_box(&hits[i]), |k| set.classify(k).map(|v| v.rule)))
             })
         });
     }

@@ -5,6 +5,10 @@
 //! The dataplane knows nothing about YAML or about what a chain does with a
 //! packet: rules arrive as compiled [`classifier::RuleSet`]s and chains are
 //! reached through the [`worker::Chains`] trait.
+//!
+//! `unsafe` is denied everywhere but in the buffer module ([`packet`]),
+//! where each block carries a `// SAFETY:` note.
+#![deny(unsafe_code)]
 
 pub mod cache;
 pub mod classifier;

@@ -13,12 +13,14 @@
 
 use crate::cache::FlowCache;
 use crate::classifier::{Action, ChainId, RuleId, RuleSet};
+use crate::flow::FlowKey;
 use crate::forward::Links;
 use crate::packet::{Packet, PortId};
-use crate::parser::parse;
+use crate::parser::{parse, Malformed};
 use crate::port::{Burst, Port};
 use crate::publish::RuleTable;
 use crate::stats::{DropReason, WorkerStats};
+use crate::BURST;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -117,6 +119,11 @@ pub struct Worker<C: Chains> {
     chains: C,
     stats: Arc<WorkerStats>,
     iter: u64,
+    /// Per-burst scratch, parallel to the burst: parsed keys, their hashes,
+    /// parse failures. Owned by the worker so no burst allocates or clears them.
+    keys: [FlowKey; BURST],
+    hashes: [u64; BURST],
+    bad: [Option<Malformed>; BURST],
 }
 
 impl<C: Chains> Worker<C> {
@@ -147,8 +154,13 @@ impl<C: Chains> Worker<C> {
         stats.generation.set(generation);
         let mut cfg = cfg;
         cfg.burst = cfg.burst.clamp(1, crate::BURST);
+        let mut cache = FlowCache::new(cfg.flow_cache.max(1));
+        cache.set_generation(generation);
         Ok(Worker {
-            cache: FlowCache::new(cfg.flow_cache.max(1)),
+            cache,
+            keys: [FlowKey::default(); BURST],
+            hashes: [0; BURST],
+            bad: [None; BURST],
             cfg,
             ports,
             egress,
@@ -184,6 +196,7 @@ impl<C: Chains> Worker<C> {
         if g != self.generation {
             self.rules = self.table.load();
             self.generation = g;
+            self.cache.set_generation(g);
             self.stats.generation.set(g);
         }
     }
@@ -223,48 +236,63 @@ impl<C: Chains> Worker<C> {
     }
 
     /// Classifies one received burst and stages the originals for transmission.
+    ///
+    /// Three passes over the burst: parse every packet's key, hash the keys
+    /// and prefetch their flow-cache slots, then decide each packet's fate.
+    /// Splitting the passes lets the cache misses of the whole burst overlap.
     #[inline]
     fn process(&mut self, i: usize, burst: &mut Burst) {
         let st = &*self.stats;
         st.rx.add(burst.len() as u64);
+        for (j, pkt) in burst.iter().enumerate() {
+            let (key, bad) = parse(pkt.data(), pkt.meta.port);
+            self.keys[j] = key;
+            self.bad[j] = bad;
+        }
+        let classify = !self.rules.is_empty();
+        if classify {
+            for j in 0..burst.len() {
+                let h = FlowCache::hash(&self.keys[j]);
+                self.hashes[j] = h;
+                self.cache.prefetch(h);
+            }
+        }
 
         let egress = self.egress[i];
-        let classify = !self.rules.is_empty();
         let mut unmatched = 0u64;
         let mut matched = 0u64;
         let mut now_ns = 0u64;
-        for pkt in burst.drain(..) {
-            let (key, bad) = parse(pkt.data(), pkt.meta.port);
-            if let Some(reason) = bad {
+        for (j, pkt) in burst.drain(..).enumerate() {
+            if let Some(reason) = self.bad[j] {
                 st.malformed[reason as usize].add(1);
                 if self.cfg.malformed == MalformedPolicy::Drop {
                     st.drops[DropReason::Malformed as usize].add(1);
                     continue;
                 }
             }
-            let verdict = if classify {
+            let rule = if classify {
                 let rules = &self.rules;
-                self.cache.lookup(&key, self.generation, |k| rules.classify(k))
+                self.cache.lookup_hashed(&self.keys[j], self.hashes[j], |k| rules.classify(k).map(|v| v.rule))
             } else {
                 None
             };
-            let Some(v) = verdict else {
+            let Some((rule, action)) = rule.and_then(|r| self.rules.rules().get(r as usize).map(|x| (r, x.action))) else {
                 unmatched += 1;
                 stage(&mut self.out, egress, &mut self.ports, pkt, st);
                 continue;
             };
             matched += 1;
-            if let Some(rc) = st.rules.get(v.rule as usize) {
+            if let Some(rc) = st.rules.get(rule as usize) {
                 rc.packets.add(1);
                 rc.bytes.add(pkt.len() as u64);
             }
-            match v.action {
+            match action {
                 Action::Drop => st.drops[DropReason::RuleDrop as usize].add(1),
                 Action::Chain(chain) => {
                     if now_ns == 0 {
                         now_ns = wall_clock_ns();
                     }
-                    match self.chains.run(chain, v.rule, &pkt, now_ns) {
+                    match self.chains.run(chain, rule, &pkt, now_ns) {
                         ChainVerdict::Forward => stage(&mut self.out, egress, &mut self.ports, pkt, st),
                         ChainVerdict::Drop => st.drops[DropReason::ChainClosed as usize].add(1),
                     }
