@@ -43,6 +43,13 @@ impl Sink for Discard {
     }
 }
 
+/// The scenarios, in the order `all` runs them:
+/// `no-rules`: an empty rule set (parse and forward only);
+/// `no-match`: one rule that no flow matches (every packet parsed and looked up);
+/// `copy-10pct`: a rule steering a tenth of the flows through a copy chain;
+/// `copy-100pct`: a rule steering every flow through it.
+const SCENARIOS: [&str; 4] = ["no-rules", "no-match", "copy-10pct", "copy-100pct"];
+
 struct Args {
     flows: usize,
     seconds: f64,
@@ -51,7 +58,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { flows: 100_000, seconds: 5.0, core: Some(1), scenarios: vec!["no-match", "copy-10pct", "copy-100pct"] };
+    let mut a = Args { flows: 100_000, seconds: 5.0, core: Some(1), scenarios: SCENARIOS.to_vec() };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -61,16 +68,16 @@ fn parse_args() -> Result<Args, String> {
             "--core" => a.core = parse_core(&val()?)?,
             "--scenario" => {
                 a.scenarios = match val()?.as_str() {
-                    "all" => vec!["no-match", "copy-10pct", "copy-100pct"],
-                    "no-match" => vec!["no-match"],
-                    "copy-10pct" => vec!["copy-10pct"],
-                    "copy-100pct" => vec!["copy-100pct"],
-                    other => return Err(format!("unknown scenario `{other}` (all, no-match, copy-10pct, copy-100pct)")),
+                    "all" => SCENARIOS.to_vec(),
+                    one => match SCENARIOS.iter().find(|s| **s == one) {
+                        Some(s) => vec![*s],
+                        None => return Err(format!("unknown scenario `{one}` (all, {})", SCENARIOS.join(", "))),
+                    },
                 }
             }
             "--bench" => {} // passed by `cargo bench`
             "-h" | "--help" => {
-                println!("throughput [--flows N] [--seconds S] [--core C|none] [--scenario all|no-match|copy-10pct|copy-100pct]");
+                println!("throughput [--flows N] [--seconds S] [--core C|none] [--scenario all|no-rules|no-match|copy-10pct|copy-100pct]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`")),
@@ -97,6 +104,7 @@ struct Outcome {
 
 fn run(scenario: &str, args: &Args, frames: &[Vec<u8>]) -> Outcome {
     let rules = match scenario {
+        "no-rules" => Ok(RuleSet::empty()),
         "no-match" => RuleSet::new(vec![rule_matching_nothing()]),
         "copy-10pct" => RuleSet::new(vec![rule_copy_tenth()]),
         _ => RuleSet::new(vec![rule_copy_all()]),
