@@ -161,7 +161,7 @@ mod tests {
         let pool = Pool::new(4, 2048);
         let sinks = vec![Arc::new(SinkQueue::new("a", 4))];
         let spec = ChainSpec { name: "c".into(), on_failure: OnFailure::FailClosed, stages: vec![StageSpec::Copy { to: vec![0] }] };
-        let mut set = ChainSet::new(&[spec.clone()], &sinks, &pool);
+        let mut set = ChainSet::new(std::slice::from_ref(&spec), &sinks, &pool);
         sinks[0].set_up(false);
         assert_eq!(set.run(0, 0, &pkt(), 1), ChainVerdict::Drop);
         let mut open = ChainSet::new(&[ChainSpec { on_failure: OnFailure::FailOpen, ..spec }], &sinks, &pool);

@@ -351,8 +351,8 @@ fn compile_rule(
             }
         }
     }
-    if m.inner_vlan.is_some() && m.vlan.is_none() {
-        return Err(at(m.inner_vlan.as_ref().unwrap(), "match.inner_vlan").error(file, "inner_vlan needs vlan (the outer tag) too"));
+    if let (Some(inner), None) = (&m.inner_vlan, &m.vlan) {
+        return Err(at(inner, "match.inner_vlan").error(file, "inner_vlan needs vlan (the outer tag) too"));
     }
     out.vlan = m.vlan.as_ref().map(|v| v.value);
     out.inner_vlan = m.inner_vlan.as_ref().map(|v| v.value);

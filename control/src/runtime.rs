@@ -98,7 +98,10 @@ fn open_port(p: &PortPlan, id: PortId, rx: Option<&Path>, tx: Option<&Path>) -> 
     }
 }
 
-fn open_sinks(plan: &Plan) -> Result<(Vec<Arc<SinkQueue>>, Vec<Box<dyn Sink>>), RuntimeError> {
+/// Each sink's queue and the sink itself, by sink index.
+type OpenSinks = (Vec<Arc<SinkQueue>>, Vec<Box<dyn Sink>>);
+
+fn open_sinks(plan: &Plan) -> Result<OpenSinks, RuntimeError> {
     let mut queues = Vec::new();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for s in &plan.sinks {
