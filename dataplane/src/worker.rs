@@ -149,8 +149,8 @@ impl<C: Chains> Worker<C> {
             }
         }
         let out = ports.iter().map(|_| Burst::new()).collect();
-        let generation = table.generation();
-        let rules = table.load();
+        let published = table.load();
+        let (generation, rules) = (published.generation, Arc::clone(&published.rules));
         stats.generation.set(generation);
         let mut cfg = cfg;
         cfg.burst = cfg.burst.clamp(1, crate::BURST);
@@ -192,12 +192,12 @@ impl<C: Chains> Worker<C> {
     /// Takes a newly published rule set, if there is one. Once per poll round.
     #[inline]
     fn refresh_rules(&mut self) {
-        let g = self.table.generation();
-        if g != self.generation {
-            self.rules = self.table.load();
-            self.generation = g;
-            self.cache.set_generation(g);
-            self.stats.generation.set(g);
+        if self.table.generation() != self.generation {
+            let p = self.table.load();
+            self.rules = Arc::clone(&p.rules);
+            self.generation = p.generation;
+            self.cache.set_generation(p.generation);
+            self.stats.generation.set(p.generation);
         }
     }
 

@@ -51,6 +51,13 @@ impl SinkQueue {
         self.queue.len()
     }
 
+    /// True when a push would fail: lets a stage skip making a copy that
+    /// would only be dropped (may be momentarily stale; the push decides).
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.queue.is_full()
+    }
+
     /// True when no copy is waiting.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
@@ -66,24 +73,24 @@ impl SinkQueue {
         self.up.store(up, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_written(&self) {
-        self.written.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn count_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn count_errors(&self, n: u64) {
+        self.errors.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn count_lost_down(&self) {
         self.lost_down.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Copies written by the sink.
+    /// Copies the sink wrote and flushed.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Write errors (each one loses the copy being written).
+    /// Copies lost to write or flush errors.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }

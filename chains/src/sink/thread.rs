@@ -2,7 +2,7 @@
 //!
 //! It runs off the worker cores and sleeps briefly when the queue is empty,
 //! so it never competes with a busy-polling worker for a core it does not
-//! need. A write error marks the sink down (workers stop copying to it), is
+//! need. A write or flush error marks the sink down (workers stop copying to it), is
 //! logged once, and the sink is retried with exponential backoff.
 
 use super::{Names, Sink, SinkQueue};
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 /// Copies written between checks of the stop flag and flushes.
 const BATCH: usize = 256;
+/// Copies written between flushes while the queue never runs empty.
+const FLUSH_EVERY: u64 = 4096;
 /// Sleep when the queue is empty.
 const IDLE_SLEEP: Duration = Duration::from_micros(500);
 /// First retry delay after a failure; doubles up to [`MAX_BACKOFF`].
@@ -66,24 +68,41 @@ impl Drop for SinkThread {
 }
 
 fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
-    let mut dirty = false;
+    // Copies handed to the sink but not yet flushed: they count as written
+    // only once a flush succeeds, and as lost if it fails.
+    let mut pending: u64 = 0;
     let mut retry_at: Option<Instant> = None;
     let mut backoff = FIRST_BACKOFF;
     loop {
+        if let Some(t) = retry_at {
+            // Backoff over: let workers copy again; the next write and flush tell whether it is back.
+            if !q.is_up() && Instant::now() >= t {
+                q.set_up(true);
+            }
+        }
         let mut did = 0;
         while did < BATCH {
             let Some(rec) = q.pop() else { break };
             did += 1;
-            if let Some(t) = retry_at {
-                if Instant::now() < t {
-                    q.count_lost_down();
-                    continue;
-                }
+            if retry_at.is_some_and(|t| Instant::now() < t) {
+                q.count_lost_down();
+                continue;
             }
-            match sink.write(&rec, names) {
+            if let Err(e) = sink.write(&rec, names) {
+                q.count_errors(1 + pending);
+                pending = 0;
+                if retry_at.is_none() {
+                    log::warn!("sink {}: marked down, copies to it are dropped until it recovers: {e}", sink.name());
+                }
+                fail(q, &mut retry_at, &mut backoff);
+            } else {
+                pending += 1;
+            }
+        }
+        if pending > 0 && (did == 0 || pending >= FLUSH_EVERY) {
+            match sink.flush() {
                 Ok(()) => {
-                    q.count_written();
-                    dirty = true;
+                    q.count_written(pending);
                     if retry_at.take().is_some() {
                         log::info!("sink {}: recovered, copying again", sink.name());
                         q.set_up(true);
@@ -91,34 +110,17 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
                     }
                 }
                 Err(e) => {
-                    q.count_error();
-                    if q.is_up() || retry_at.is_none() {
-                        log::warn!("sink {}: marked down, copies to it are dropped until it recovers: {e}", sink.name());
+                    q.count_errors(pending);
+                    if retry_at.is_none() {
+                        log::warn!("sink {}: flush failed, marked down, {pending} copies lost: {e}", sink.name());
                     }
                     fail(q, &mut retry_at, &mut backoff);
                 }
             }
+            pending = 0;
         }
         if did == 0 {
-            if dirty {
-                if let Err(e) = sink.flush() {
-                    q.count_error();
-                    log::warn!("sink {}: flush failed, marked down: {e}", sink.name());
-                    fail(q, &mut retry_at, &mut backoff);
-                }
-                dirty = false;
-            }
-            if let Some(t) = retry_at {
-                // Let workers try again after the backoff; the next write tells whether it is back.
-                if Instant::now() >= t && !q.is_up() {
-                    q.set_up(true);
-                }
-            }
             if stop.load(Ordering::Relaxed) && q.is_empty() {
-                if let Err(e) = sink.flush() {
-                    q.count_error();
-                    log::warn!("sink {}: final flush failed: {e}", sink.name());
-                }
                 return;
             }
             std::thread::sleep(IDLE_SLEEP);

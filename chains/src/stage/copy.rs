@@ -55,6 +55,10 @@ impl CopyStage {
                 c.errors.add(1);
                 continue;
             }
+            if q.is_full() {
+                c.dropped.add(1);
+                continue;
+            }
             let Some(mut copy) = self.pool.alloc() else {
                 c.dropped.add(1);
                 continue;
