@@ -461,14 +461,21 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     })
 }
 
+/// The library's message without the position it puts in front
+/// (`line 3 column 5: `) or behind (` at line 3, column 5`): ours goes first.
 fn strip_position_prefix(msg: &str) -> String {
     let m = msg.trim();
-    let m = m.strip_prefix("error: ").unwrap_or(m);
+    let mut m = m.strip_prefix("error: ").unwrap_or(m);
     if let Some(rest) = m.strip_prefix("line ") {
         if let Some(idx) = rest.find(": ") {
             if rest[..idx].contains("column") {
-                return rest[idx + 2..].trim().to_string();
+                m = rest[idx + 2..].trim();
             }
+        }
+    }
+    if let Some(idx) = m.rfind(" at line ") {
+        if m[idx..].contains(", column ") && m[idx + 9..].chars().all(|c| c.is_ascii_digit() || ", column".contains(c)) {
+            m = &m[..idx];
         }
     }
     m.to_string()
@@ -520,8 +527,15 @@ pub fn yaml_path_at(text: &str, line: u32, column: u32) -> String {
         }
         idx -= 1;
     }
+    // Inside a flow mapping or sequence on the error line (`match: { src: x }`),
+    // the keys between the opening brace and the error column.
+    let line_text = lines[line as usize - 1];
+    let col = (column.saturating_sub(1) as usize).min(line_text.len());
+    let flow = flow_path(line_text.get(..col).unwrap_or(line_text));
+    let mut parts: Vec<String> = parts.into_iter().rev().collect();
+    parts.extend(flow);
     let mut out = String::new();
-    for p in parts.iter().rev() {
+    for p in parts.iter() {
         if p.starts_with('[') || out.is_empty() {
             out.push_str(p);
         } else {
@@ -534,6 +548,71 @@ pub fn yaml_path_at(text: &str, line: u32, column: u32) -> String {
     } else {
         out
     }
+}
+
+/// The path inside flow collections (`{ a: 1, b: [x, y] }`) that a position
+/// at the end of `prefix` (one line, up to the error column) lies in.
+fn flow_path(prefix: &str) -> Vec<String> {
+    // One frame per open `{` or `[`: the key (or index) being read in it.
+    enum Frame {
+        Map(Option<String>),
+        Seq(usize),
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut token = String::new();
+    let mut quote: Option<char> = None;
+    for c in prefix.chars() {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            token.push(c);
+            continue;
+        }
+        match c {
+            '"' | '\'' => {
+                quote = Some(c);
+                token.push(c);
+            }
+            '{' => {
+                stack.push(Frame::Map(None));
+                token.clear();
+            }
+            '[' => {
+                stack.push(Frame::Seq(0));
+                token.clear();
+            }
+            '}' | ']' => {
+                stack.pop();
+                token.clear();
+            }
+            ',' => {
+                match stack.last_mut() {
+                    Some(Frame::Map(k)) => *k = None,
+                    Some(Frame::Seq(n)) => *n += 1,
+                    None => {}
+                }
+                token.clear();
+            }
+            ':' => {
+                if let Some(Frame::Map(k)) = stack.last_mut() {
+                    let t = token.trim().trim_matches(['"', '\'']);
+                    if !t.is_empty() {
+                        *k = Some(t.to_string());
+                    }
+                }
+                token.clear();
+            }
+            _ => token.push(c),
+        }
+    }
+    stack
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Map(k) => k,
+            Frame::Seq(n) => Some(format!("[{n}]")),
+        })
+        .collect()
 }
 
 /// Which item of its list the `- ` at `lines[idx]` (indentation `indent`) is.
@@ -569,6 +648,10 @@ mod tests {
         assert_eq!(yaml_path_at(y, 8, 15), "rules[1].priority");
         assert_eq!(yaml_path_at(y, 10, 12), "rules[1].match.src");
         assert_eq!(yaml_path_at(y, 2, 13), "ports[0].name");
+        let f = "rules:\n  - { name: r, priority: 1, match: { src: 10.0.0.1/33 }, chain: c }\n";
+        assert_eq!(yaml_path_at(f, 2, 47), "rules[0].match.src");
+        let f = "links:\n  - [a, b]\n  - [c, d]\n";
+        assert_eq!(yaml_path_at(f, 3, 8), "links[1][1]");
     }
 
     #[test]

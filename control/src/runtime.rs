@@ -106,9 +106,13 @@ fn open_sinks(plan: &Plan) -> Result<OpenSinks, RuntimeError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for s in &plan.sinks {
         let sink: Box<dyn Sink> = match s.kind {
-            SinkKind::Pcapng => Box::new(
-                PcapngSink::create(&s.name, &s.path).map_err(|e| RuntimeError::Sink { sink: s.name.clone(), message: e.to_string() })?,
-            ),
+            SinkKind::Pcapng => Box::new(PcapngSink::create(&s.name, &s.path).map_err(|e| {
+                let why = match &e {
+                    chains::sink::SinkError::Io { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                RuntimeError::Sink { sink: s.name.clone(), message: format!("cannot write {}: {why}", s.path.display()) }
+            })?),
         };
         queues.push(Arc::new(SinkQueue::new(&s.name, plan.sink_queue)));
         sinks.push(sink);
