@@ -883,3 +883,95 @@ fn busy_poll_run_stops_on_sigint_and_flushes() {
     let count = |r: &str| copies.iter().filter(|c| c[0] == format!("flowsteer rule={r} chain=inspect")).count();
     assert_eq!((count("web-to-db"), count("web-to-db-v6"), count("icmp-audit")), (16, 2, 2));
 }
+
+#[test]
+fn busy_poll_run_stops_on_sigterm_with_summaries_off() {
+    require_tshark();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = format!(
+        "dataplane:\n  stats_interval: 0\nports:\n  - {{ name: a, type: pcap, rx: {} }}\n  - {{ name: b, type: pcap, tx: {}/fwd.pcap }}\nlinks:\n  - [a, b]\nrules: []\n",
+        sample().display(),
+        d.display()
+    );
+    let cfg = write(d, "term.yaml", &cfg);
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg);
+    let proc = Proc::spawn(&mut cmd);
+    std::thread::sleep(Duration::from_millis(400));
+    let kill = Proc::spawn(Command::new("/bin/kill").arg("-TERM").arg(proc.pid().to_string())).wait(CMD_TIMEOUT);
+    assert_eq!(kill.code, Some(0), "kill -TERM: {}", kill.stderr);
+    let out = proc.wait(Duration::from_secs(10));
+    out.assert_code(0);
+    assert!(!out.stdout.lines().any(|l| l.starts_with("rx ")), "stats_interval 0 = no summaries:\n{}", out.stdout);
+    assert!(total_line(&out.stdout).starts_with("total: rx 34 tx 34 matched 0 unmatched 34"), "{}", out.stdout);
+    assert_eq!(count_packets(&d.join("fwd.pcap")), 34);
+}
+
+#[test]
+fn run_rejects_a_bad_stats_interval_and_a_missing_sink_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = flowsteer(&[&"run", &"-c", &demo(), &"--stats-interval", &"nan"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("--stats-interval must be 0 (off) or a number of seconds"), "{}", out.stderr);
+    // The sink cannot be created: exit 1 before any worker starts, no report.
+    let cfg = format!(
+        "ports:\n  - {{ name: a, type: pcap, rx: {} }}\n  - {{ name: b, type: pcap, tx: {}/fwd.pcap }}\nlinks:\n  - [a, b]\nsinks:\n  - {{ name: ids, type: pcapng, path: {}/no/such/dir/c.pcapng }}\nchains:\n  - {{ name: c, stages: [ {{ copy: {{ to: [ids] }} }} ] }}\nrules:\n  - {{ name: all, priority: 1, chain: c }}\n",
+        sample().display(),
+        dir.path().display(),
+        dir.path().display()
+    );
+    let cfg = write(dir.path(), "nosink.yaml", &cfg);
+    let out = flowsteer(&[&"run", &"-c", &cfg]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("sink `ids`") && out.stderr.contains("No such file or directory"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+/// Every other "cannot open" error names the file (ports do:
+/// "port `uplink`: /x/f.pcapng: cannot create capture file: ..."); a sink's does not.
+#[test]
+#[ignore = "BUG: a sink that cannot be created does not name its path: `replay -o /nonexistent/c.pcapng` prints `flowsteer: replay: sink `replay`: replay: No such file or directory (os error 2)` (sink name twice, path never); same for a configured sink in `run`"]
+fn replay_output_that_cannot_be_created_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("no/such/dir/copies.pcapng");
+    let out = flowsteer(&[&"replay", &"-c", &demo(), &"-i", &sample(), &"-o", &bad]);
+    out.assert_code(1);
+    assert!(out.stderr.contains(&bad.display().to_string()), "error must name {}: {}", bad.display(), out.stderr);
+}
+
+fn full_disk_config(dir: &Path) -> PathBuf {
+    let cfg = std::fs::read_to_string(demo()).unwrap().replace("/tmp/flowsteer-copies.pcapng", "/dev/full").replace("    - core: 1", "    - {}");
+    write(dir, "full.yaml", &cfg)
+}
+
+/// A sink that fails (disk full) loses copies, never originals (fail-open).
+#[test]
+fn replay_failing_sink_loses_copies_not_originals() {
+    require_tshark();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = full_disk_config(dir.path());
+    let fwd = dir.path().join("fwd.pcapng");
+    let out = flowsteer(&[&"replay", &"-c", &cfg, &"-i", &sample(), &"-f", &fwd]);
+    out.assert_code(0);
+    assert_eq!(tshark_frames(&fwd, None), tshark_frames(&sample(), None), "every original forwarded");
+    let total = total_line(&out.stdout);
+    assert!(total.starts_with("total: rx 34 tx 34 matched 20") && total.ends_with("dropped 0"), "{total}");
+    let sink = out.stdout.lines().find(|l| l.starts_with("sink ids: ")).unwrap();
+    let errors: u64 = sink.split(" errors ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(errors > 0, "{sink}");
+    assert!(!out.stdout.contains("copies: lost 0 "), "{}", out.stdout);
+    assert!(out.stderr.contains("sink ids") && out.stderr.contains("No space left on device"), "{}", out.stderr);
+}
+
+/// The sink counters must agree with the file: nothing reached /dev/full.
+#[test]
+#[ignore = "BUG: sink counters count copies handed to the write buffer, not copies written: with `path: /dev/full` replay of the demo reports `sink ids: written 20 errors 2` and `copies: lost 2` although all 20 copies were lost (errors counts failed flushes, not copies)"]
+fn replay_failing_sink_counts_every_lost_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = full_disk_config(dir.path());
+    let out = flowsteer(&[&"replay", &"-c", &cfg, &"-i", &sample(), &"-f", &dir.path().join("fwd.pcapng")]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("sink ids: written 0 "), "{}", out.stdout);
+    assert!(out.stdout.contains("copies: lost 20 "), "{}", out.stdout);
+}
