@@ -98,7 +98,9 @@ impl Proc {
                     break;
                 }
                 Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(5)),
-                Ok(None) => panic!("{} did not exit within {timeout:?}; stdout so far:\n{}", self.what, self.stdout_now()),
+                Ok(None) => {
+                    panic!("{} did not exit within {timeout:?}; stdout so far:\n{}", self.what, self.stdout_now())
+                }
                 Err(e) => panic!("waiting for {}: {e}", self.what),
             }
         }
@@ -134,7 +136,15 @@ struct Output {
 
 impl Output {
     fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, Some(code), "{} exited {:?}\nstdout:\n{}\nstderr:\n{}", self.what, self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{} exited {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.code,
+            self.stdout,
+            self.stderr
+        );
         self.assert_no_panic()
     }
     fn assert_no_panic(&self) -> &Self {
@@ -308,7 +318,8 @@ fn check_accepts_the_example_config() {
 
 #[test]
 fn check_bad_cidr_names_file_line_column_and_field() {
-    let text = format!("{BASE}  - name: r\n    priority: 1\n    match:\n      dst: 10.0.0.300/24\n    chain: inspect\n");
+    let text =
+        format!("{BASE}  - name: r\n    priority: 1\n    match:\n      dst: 10.0.0.300/24\n    chain: inspect\n");
     check_fails(&text, pos_of(&text, "10.0.0.300/24"), "rules[0].match.dst", "`10.0.0.300/24` is not an IP network");
     // Host bits set beyond the prefix.
     let text = format!("{BASE}  - name: r\n    priority: 1\n    match:\n      src: 10.0.0.5/24\n    chain: inspect\n");
@@ -395,7 +406,9 @@ fn check_truncated_yaml_never_panics() {
     let file = dir.path().join("cut.yaml");
     // Cut points: every 29 bytes, plus points inside values and just after keys.
     let mut cuts: Vec<usize> = (0..text.len()).step_by(29).collect();
-    for needle in ["10.0.0.8/29", "dst_port: 5432", "[vm-web-1, uplink]", "copy: { to: [ids] }", "\"fd00::21\"", "chain: inspect"] {
+    for needle in
+        ["10.0.0.8/29", "dst_port: 5432", "[vm-web-1, uplink]", "copy: { to: [ids] }", "\"fd00::21\"", "chain: inspect"]
+    {
         let at = text.find(needle).unwrap();
         cuts.extend([at, at + 1, at + needle.len() / 2, at + needle.len() - 1]);
     }
@@ -411,10 +424,16 @@ fn check_truncated_yaml_never_panics() {
         if code == 2 {
             let errs: Vec<&str> = out.stderr_lines().into_iter().filter(|l| !l.contains(" WARN ")).collect();
             assert_eq!(errs.len(), 1, "cut at byte {cut}: want one error line:\n{}", out.stderr);
-            let rest = errs[0].strip_prefix(&format!("flowsteer: {}:", file.display())).unwrap_or_else(|| panic!("cut at {cut}: {}", errs[0]));
+            let rest = errs[0]
+                .strip_prefix(&format!("flowsteer: {}:", file.display()))
+                .unwrap_or_else(|| panic!("cut at {cut}: {}", errs[0]));
             let mut parts = rest.splitn(4, ':');
             let (l, c, field) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap_or(""));
-            assert!(l.parse::<u32>().is_ok() && c.parse::<u32>().is_ok(), "cut at {cut}: no line:column in {}", errs[0]);
+            assert!(
+                l.parse::<u32>().is_ok() && c.parse::<u32>().is_ok(),
+                "cut at {cut}: no line:column in {}",
+                errs[0]
+            );
             assert!(!field.trim().is_empty(), "cut at {cut}: no field in {}", errs[0]);
         }
     }
@@ -427,7 +446,8 @@ fn check_truncated_yaml_never_panics() {
 #[test]
 #[ignore = "BUG: YAML-level errors repeat the position at the end of the message (`... fd00::/64) at line 16, column 12`); strip_position_prefix only strips a prefix, serde-saphyr appends a suffix"]
 fn check_error_message_gives_the_position_once() {
-    let text = format!("{BASE}  - name: r\n    priority: 1\n    match:\n      dst: 10.0.0.300/24\n    chain: inspect\n");
+    let text =
+        format!("{BASE}  - name: r\n    priority: 1\n    match:\n      dst: 10.0.0.300/24\n    chain: inspect\n");
     let line = check_fails(&text, pos_of(&text, "10.0.0.300/24"), "rules[0].match.dst", "is not an IP network");
     assert!(line.ends_with("(want e.g. 10.0.0.0/24 or fd00::/64)"), "{line}");
     assert!(!line.contains("at line"), "{line}");
@@ -438,7 +458,9 @@ fn check_error_message_gives_the_position_once() {
 #[test]
 #[ignore = "BUG: in flow-style mappings the field path stops at the mapping: `match: { proto: tcp, src: 10.0.0.0/33 }` reports field `rules[0].match` (not `rules[0].match.src`), a one-line rule `- { name: r, ..., match: { src: ... } }` reports `rules[0]`; yaml_path_at only follows block indentation"]
 fn check_flow_style_errors_name_the_field() {
-    let text = format!("{BASE}  - name: r\n    priority: 1\n    match: {{ proto: tcp, src: 10.0.0.0/33 }}\n    chain: inspect\n");
+    let text = format!(
+        "{BASE}  - name: r\n    priority: 1\n    match: {{ proto: tcp, src: 10.0.0.0/33 }}\n    chain: inspect\n"
+    );
     check_fails(&text, pos_of(&text, "10.0.0.0/33"), "rules[0].match.src", "is not an IP network");
     let text = format!("{BASE}  - {{ name: r, priority: 1, match: {{ src: 10.0.0.1/33 }}, chain: inspect }}\n");
     check_fails(&text, pos_of(&text, "10.0.0.1/33"), "rules[0].match.src", "is not an IP network");
@@ -523,8 +545,13 @@ fn replay_demo_copies_exactly_the_steered_packets_and_forwards_everything() {
         }
     }
     // Symmetric rules: both directions are present.
-    for (src, dst) in [("10.0.0.11", "10.0.0.21"), ("10.0.0.21", "10.0.0.11"), ("10.0.0.12", "10.0.0.21"), ("10.0.0.21", "10.0.0.12")] {
-        assert!(got.iter().any(|g| g[0].contains("rule=web-to-db ") && g[2] == src && g[3] == dst), "{src} -> {dst} missing");
+    for (src, dst) in
+        [("10.0.0.11", "10.0.0.21"), ("10.0.0.21", "10.0.0.11"), ("10.0.0.12", "10.0.0.21"), ("10.0.0.21", "10.0.0.12")]
+    {
+        assert!(
+            got.iter().any(|g| g[0].contains("rule=web-to-db ") && g[2] == src && g[3] == dst),
+            "{src} -> {dst} missing"
+        );
     }
     assert!(got.iter().any(|g| g[4] == "fd00::11" && g[5] == "fd00::21"));
     assert!(got.iter().any(|g| g[4] == "fd00::21" && g[5] == "fd00::11"));
@@ -553,10 +580,19 @@ fn replay_demo_copies_exactly_the_steered_packets_and_forwards_everything() {
     // Bytes per rule = the sum of frame lengths of its copies.
     let lens = tshark_fields(&copies, None, &["frame.comment", "frame.len"]);
     for (name, (_, bytes)) in &rules {
-        let sum: u64 = lens.iter().filter(|r| r[0] == format!("flowsteer rule={name} chain=inspect")).map(|r| r[1].parse::<u64>().unwrap()).sum();
+        let sum: u64 = lens
+            .iter()
+            .filter(|r| r[0] == format!("flowsteer rule={name} chain=inspect"))
+            .map(|r| r[1].parse::<u64>().unwrap())
+            .sum();
         assert_eq!(*bytes, sum, "bytes of rule {name}");
     }
-    assert!(total_line(&out.stdout).starts_with("total: rx 34 tx 34 matched 20 unmatched 14 malformed 1 (truncated_ipv4 1) dropped 0"), "{}", out.stdout);
+    assert!(
+        total_line(&out.stdout)
+            .starts_with("total: rx 34 tx 34 matched 20 unmatched 14 malformed 1 (truncated_ipv4 1) dropped 0"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("sink replay: written 20 errors 0"), "{}", out.stdout);
     assert!(out.stdout.contains("chain inspect: packets 20 closed-drops 0"), "{}", out.stdout);
     assert!(out.stdout.contains("copies: lost 0"), "{}", out.stdout);
@@ -590,7 +626,17 @@ fn replay_drop_rule_removes_packets_from_forwarded_and_counts_rule_drop() {
 #[test]
 fn replay_unknown_in_port_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = flowsteer(&[&"replay", &"-c", &demo(), &"-i", &sample(), &"-o", &dir.path().join("c.pcapng"), &"--in-port", &"vm-web-9"]);
+    let out = flowsteer(&[
+        &"replay",
+        &"-c",
+        &demo(),
+        &"-i",
+        &sample(),
+        &"-o",
+        &dir.path().join("c.pcapng"),
+        &"--in-port",
+        &"vm-web-9",
+    ]);
     out.assert_code(1);
     let lines = out.stderr_lines();
     assert_eq!(lines.len(), 1, "{}", out.stderr);
@@ -665,7 +711,19 @@ rules:
     // originals (replay does not write the configured `tx` files).
     let out = flowsteer(&[&"replay", &"-c", &cfg, &"-i", &sample(), &"-f", &dir.path().join("fwd.pcapng")]);
     out.assert_code(0);
-    let dns = tshark_fields(&dir.path().join("dns.pcapng"), None, &["frame.comment", "frame.interface_name", "ip.src", "ip.dst", "udp.srcport", "udp.dstport", "dns.flags.response"]);
+    let dns = tshark_fields(
+        &dir.path().join("dns.pcapng"),
+        None,
+        &[
+            "frame.comment",
+            "frame.interface_name",
+            "ip.src",
+            "ip.dst",
+            "udp.srcport",
+            "udp.dstport",
+            "dns.flags.response",
+        ],
+    );
     assert_eq!(
         dns,
         vec![
@@ -674,7 +732,11 @@ rules:
         ],
         "the query and (symmetric) its answer"
     );
-    let syslog = tshark_fields(&dir.path().join("syslog.pcapng"), None, &["frame.comment", "vlan.id", "ip.dst", "udp.dstport", "syslog.msg"]);
+    let syslog = tshark_fields(
+        &dir.path().join("syslog.pcapng"),
+        None,
+        &["frame.comment", "vlan.id", "ip.dst", "udp.dstport", "syslog.msg"],
+    );
     assert_eq!(syslog, vec![vec!["flowsteer rule=vlan-syslog chain=logs", "100", "10.0.0.30", "514", "web-2: hello"]]);
     // The same selection as the user's own tshark filter over the input.
     assert_eq!(tshark_hex(&dir.path().join("dns.pcapng"), None), tshark_hex(&sample(), Some("udp.port==53")));
@@ -806,7 +868,14 @@ fn replay_malformed_packets_are_counted_by_reason_and_all_forwarded() {
     assert_eq!(count_packets(&fwd), n);
     assert_eq!(tshark_frames(&fwd, None), tshark_frames(&input, None));
     let (bad, reasons) = malformed_reasons(&out.stdout);
-    for r in ["truncated_ethernet", "truncated_ipv4", "bad_ihl", "bad_ipv4_total_length", "bad_ipv4_version", "bad_ipv6_ext_header"] {
+    for r in [
+        "truncated_ethernet",
+        "truncated_ipv4",
+        "bad_ihl",
+        "bad_ipv4_total_length",
+        "bad_ipv4_version",
+        "bad_ipv6_ext_header",
+    ] {
         assert!(reasons.get(r).copied().unwrap_or(0) > 0, "no `{r}` in {total}");
     }
     assert_eq!(reasons.values().sum::<u64>(), bad);
@@ -837,7 +906,10 @@ fn replay_malformed_drop_policy_drops_and_counts_them() {
     let n = frames.len() as u64;
     assert_eq!(count_packets(&fwd) as u64, n - bad);
     let total = total_line(&out.stdout);
-    assert!(total.contains(&format!("tx {} ", n - bad)) && total.ends_with(&format!("dropped {bad} (malformed {bad})")), "{total}");
+    assert!(
+        total.contains(&format!("tx {} ", n - bad)) && total.ends_with(&format!("dropped {bad} (malformed {bad})")),
+        "{total}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -941,7 +1013,10 @@ fn replay_output_that_cannot_be_created_names_the_path() {
 }
 
 fn full_disk_config(dir: &Path) -> PathBuf {
-    let cfg = std::fs::read_to_string(demo()).unwrap().replace("/tmp/flowsteer-copies.pcapng", "/dev/full").replace("    - core: 1", "    - {}");
+    let cfg = std::fs::read_to_string(demo())
+        .unwrap()
+        .replace("/tmp/flowsteer-copies.pcapng", "/dev/full")
+        .replace("    - core: 1", "    - {}");
     write(dir, "full.yaml", &cfg)
 }
 
@@ -974,4 +1049,43 @@ fn replay_failing_sink_counts_every_lost_copy() {
     out.assert_code(0);
     assert!(out.stdout.contains("sink ids: written 0 "), "{}", out.stdout);
     assert!(out.stdout.contains("copies: lost 20 "), "{}", out.stdout);
+}
+
+/// `--in-port` picks the port the capture enters by; `in_port` rules and the
+/// copies' interface names follow it, and the forwarded packets leave by its peer.
+#[test]
+fn replay_in_port_selects_the_ingress_port() {
+    require_tshark();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{BASE}  - name: pings-from-vm\n    priority: 1\n    match: {{ in_port: vm, proto: icmp }}\n    chain: inspect\n");
+    let cfg = write(dir.path(), "inport.yaml", &text);
+    // Default: the first linked port (vm).
+    let copies = dir.path().join("c1.pcapng");
+    let out = flowsteer(&[&"replay", &"-c", &cfg, &"-i", &sample(), &"-o", &copies]);
+    out.assert_code(0);
+    assert_eq!(report_rules(&out.stdout)["pings-from-vm"].0, 2, "{}", out.stdout);
+    let got = tshark_fields(&copies, None, &["frame.interface_name", "icmp.type"]);
+    assert_eq!(got, vec![vec!["vm", "8"], vec!["vm", "0"]]);
+    // Entering by `up`: the rule does not apply, everything leaves by vm.
+    let fwd = dir.path().join("f2.pcapng");
+    let out = flowsteer(&[
+        &"replay",
+        &"-c",
+        &cfg,
+        &"-i",
+        &sample(),
+        &"--in-port",
+        &"up",
+        &"-o",
+        &dir.path().join("c2.pcapng"),
+        &"-f",
+        &fwd,
+    ]);
+    out.assert_code(0);
+    assert_eq!(report_rules(&out.stdout)["pings-from-vm"].0, 0, "{}", out.stdout);
+    let ports: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("vm ") || l.starts_with("up ")).collect();
+    assert_eq!(ports.len(), 2, "{}", out.stdout);
+    assert_eq!(ports[0].split_whitespace().nth(4), Some("34"), "vm tx-packets: {}", ports[0]);
+    assert_eq!(ports[1].split_whitespace().nth(1), Some("34"), "up rx-packets: {}", ports[1]);
+    assert_eq!(count_packets(&fwd), 34);
 }
