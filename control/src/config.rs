@@ -66,19 +66,26 @@ pub struct Config {
     #[serde(default)]
     pub dataplane: DataplaneCfg,
     /// The ports packets enter and leave by.
+    #[serde(deserialize_with = "seq_or_null")]
     pub ports: Vec<PortCfg>,
     /// Bump-in-the-wire port pairs: what enters one leaves by the other.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq_or_null")]
     pub links: Vec<Spanned<Vec<Spanned<String>>>>,
     /// Where copies go.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq_or_null")]
     pub sinks: Vec<SinkCfg>,
     /// Service chains: what happens to a steered packet's copies.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq_or_null")]
     pub chains: Vec<ChainCfg>,
     /// Steering rules.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq_or_null")]
     pub rules: Vec<RuleCfg>,
+}
+
+/// A list that may also be written as an empty key (`rules:` with every
+/// entry commented out), which YAML reads as null.
+fn seq_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Option::<Vec<T>>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// `dataplane:` — workers and hot-path tuning.
@@ -690,6 +697,12 @@ mod tests {
         assert_eq!(m.ethertype.as_ref().unwrap().value, EtherTypeCfg(0x0800));
         let bad = "ports: []\nrules:\n  - name: r\n    priority: 1\n    match: { dst_port: \"90-80\" }\n";
         assert!(parse_str(bad, "c").unwrap_err().message.contains("is empty"));
+    }
+
+    #[test]
+    fn empty_lists_may_be_written_as_bare_keys() {
+        let c = parse_str("ports: []\nrules:\n  # none yet\nchains:\n", "c").unwrap();
+        assert!(c.rules.is_empty() && c.chains.is_empty());
     }
 
     #[test]
