@@ -17,8 +17,17 @@ use std::sync::Arc;
 
 /// The runtime form of a `copy` stage in one worker.
 pub struct CopyStage {
-    targets: Box<[Arc<SinkQueue>]>,
+    targets: Box<[Target]>,
     pool: Arc<Pool>,
+}
+
+/// One sink of a copy stage, as this worker sees it.
+struct Target {
+    queue: Arc<SinkQueue>,
+    /// The last push found the queue full. While set, the queue is checked
+    /// before a copy is made, so an overloaded sink costs no copying; while
+    /// clear, the check (a read of the consumer's cache line) is skipped.
+    congested: bool,
 }
 
 /// What a copy stage achieved for one packet.
@@ -33,7 +42,7 @@ pub struct CopyOutcome {
 impl CopyStage {
     /// A stage copying to `targets`, with buffers from `pool`.
     pub fn new(targets: Vec<Arc<SinkQueue>>, pool: Arc<Pool>) -> CopyStage {
-        CopyStage { targets: targets.into_boxed_slice(), pool }
+        CopyStage { targets: targets.into_iter().map(|queue| Target { queue, congested: false }).collect(), pool }
     }
 
     /// Copies `pkt` to every target.
@@ -49,13 +58,14 @@ impl CopyStage {
     ) -> CopyOutcome {
         c.input.add(1);
         let mut out = CopyOutcome { copied: 0, sinks_down: 0 };
-        for q in self.targets.iter() {
+        for t in self.targets.iter_mut() {
+            let q = &t.queue;
             if !q.is_up() {
                 out.sinks_down += 1;
                 c.errors.add(1);
                 continue;
             }
-            if q.is_full() {
+            if t.congested && q.is_full() {
                 c.dropped.add(1);
                 continue;
             }
@@ -72,11 +82,15 @@ impl CopyStage {
             }
             match q.push(CopyRecord { pkt: copy, rule, chain }) {
                 Ok(()) => {
+                    t.congested = false;
                     out.copied += 1;
                     c.output.add(1);
                 }
                 // Queue full: the copy (and its buffer, back to the pool) is dropped, never the original.
-                Err(_) => c.dropped.add(1),
+                Err(_) => {
+                    t.congested = true;
+                    c.dropped.add(1);
+                }
             }
         }
         out
