@@ -2,7 +2,9 @@
 //!
 //! An exact-match cache in the style of Open vSwitch's EMC: a fixed array of
 //! 64-byte slots (one cache line each: the full [`FlowKey`], the rule it
-//! classified to, and an epoch), two-way set associative. The worker hashes
+//! classified to, and an epoch). A key may live in either of two slots
+//! picked by independent halves of its hash (two choices keep conflicts
+//! rare even when the cache is nearly full). The worker hashes
 //! a whole burst's keys first and [`FlowCache::prefetch`]es their slots, so
 //! the lookups that follow find them in cache: with 100,000 flows the table
 //! does not fit in L2, and fetching 32 slots in parallel instead of one at a
@@ -53,7 +55,7 @@ const EMPTY: Slot = Slot {
 /// A per-worker exact-match cache of classification results.
 pub struct FlowCache {
     slots: Box<[Slot]>,
-    /// Mask selecting the first slot of a two-slot set.
+    /// Mask selecting a slot.
     mask: usize,
     epoch: u16,
     generation: u64,
@@ -66,7 +68,7 @@ impl FlowCache {
     /// at least 2). All memory is allocated here.
     pub fn new(capacity: usize) -> FlowCache {
         let n = capacity.max(2).next_power_of_two();
-        FlowCache { slots: vec![EMPTY; n].into_boxed_slice(), mask: (n - 1) & !1, epoch: 1, generation: 0, hits: 0, misses: 0 }
+        FlowCache { slots: vec![EMPTY; n].into_boxed_slice(), mask: n - 1, epoch: 1, generation: 0, hits: 0, misses: 0 }
     }
 
     /// Declares the rule-set generation the following lookups classify
@@ -107,11 +109,17 @@ impl FlowCache {
     /// it in cache. A hint only.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        let i = hash as usize & self.mask;
-        if let Some(set) = self.slots.get(i..i + 2) {
-            crate::packet::prefetch(&set[0]);
-            crate::packet::prefetch(&set[1]);
+        let (a, b) = self.ways(hash);
+        if let (Some(x), Some(y)) = (self.slots.get(a), self.slots.get(b)) {
+            crate::packet::prefetch(x);
+            crate::packet::prefetch(y);
         }
+    }
+
+    /// The two slots a hash may live in.
+    #[inline]
+    fn ways(&self, hash: u64) -> (usize, usize) {
+        (hash as usize & self.mask, (hash >> 32) as usize & self.mask)
     }
 
     /// The rule `key` classifies to (`None`: no rule), from the cache or, on
@@ -119,29 +127,32 @@ impl FlowCache {
     /// [`FlowCache::hash`] of `key`.
     #[inline]
     pub fn lookup_hashed(&mut self, key: &FlowKey, hash: u64, classify: impl FnOnce(&FlowKey) -> Option<RuleId>) -> Option<RuleId> {
-        let i = hash as usize & self.mask;
+        let (a, b) = self.ways(hash);
         let epoch = self.epoch;
-        let Some(set) = self.slots.get_mut(i..i + 2) else {
-            // Unreachable (the mask keeps i + 1 in range); classify without caching.
-            return classify(key);
-        };
-        for s in set.iter() {
-            if s.epoch == epoch && s.key == *key {
-                self.hits += 1;
-                return (s.rule != NO_RULE).then_some(s.rule);
+        for w in [a, b] {
+            if let Some(s) = self.slots.get(w) {
+                if s.epoch == epoch && s.key == *key {
+                    self.hits += 1;
+                    return (s.rule != NO_RULE).then_some(s.rule);
+                }
             }
         }
         self.misses += 1;
         let rule = classify(key);
         // Victim: a way that is empty or stale, else the one the hash picks.
-        let way = if set[0].epoch != epoch {
-            0
-        } else if set[1].epoch != epoch {
-            1
+        let stale = |w: usize| self.slots.get(w).is_some_and(|s| s.epoch != epoch);
+        let way = if stale(a) {
+            a
+        } else if stale(b) {
+            b
+        } else if hash >> 63 == 0 {
+            a
         } else {
-            (hash >> 63) as usize
+            b
         };
-        set[way] = Slot { key: *key, epoch, rule: rule.unwrap_or(NO_RULE) };
+        if let Some(s) = self.slots.get_mut(way) {
+            *s = Slot { key: *key, epoch, rule: rule.unwrap_or(NO_RULE) };
+        }
         rule
     }
 
