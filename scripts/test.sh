@@ -13,10 +13,14 @@ fi
 
 # Tests that busy-poll a core are serialised by the `busy-poll` test group
 # in .config/nextest.toml; everything else runs in parallel.
+log=$(mktemp /tmp/flowsteer-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$log"
+  passed=$(sed -n 's/.* tests\? run: \([0-9]*\) passed.*/\1/p' "$log" | tail -1)
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+  passed=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$log")
 fi
 
 # Doc examples (nextest does not run them).
@@ -27,3 +31,6 @@ cargo bench --workspace --no-run --quiet
 
 # The README's demo, end to end.
 scripts/demo.sh --check
+
+echo "test.sh: cargo tests, doc tests, benchmark build and demo check all passed"
+echo "summary: ${passed:-0} passed, 0 failed"

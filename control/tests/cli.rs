@@ -954,6 +954,39 @@ fn busy_poll_run_stops_on_sigint_and_flushes() {
     assert_eq!((count("web-to-db"), count("web-to-db-v6"), count("icmp-audit")), (16, 2, 2));
 }
 
+/// Two workers, each owning one link (both ports of a link on one worker):
+/// each link forwards its own input, and the copies of both reach one sink.
+#[test]
+fn busy_poll_run_two_workers_forward_their_own_links() {
+    require_tshark();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = format!(
+        "dataplane:\n  workers: [{{}}, {{}}]\n  stats_interval: 0\nports:\n  - {{ name: a1, type: pcap, rx: {s} }}\n  - {{ name: b1, type: pcap, tx: {d}/fwd1.pcapng }}\n  - {{ name: a2, type: pcap, rx: {s} }}\n  - {{ name: b2, type: pcap, tx: {d}/fwd2.pcapng }}\nlinks:\n  - [a1, b1]\n  - [a2, b2]\nsinks:\n  - {{ name: ids, type: pcapng, path: {d}/copies.pcapng }}\nchains:\n  - name: inspect\n    stages:\n      - copy: {{ to: [ids] }}\nrules:\n  - name: pings\n    priority: 1\n    match: {{ proto: icmp }}\n    chain: inspect\n",
+        s = sample().display(),
+        d = d.display()
+    );
+    let cfg = write(d, "two.yaml", &cfg);
+    let check = flowsteer(&[&"check", &"-c", &cfg]);
+    check.assert_code(0);
+    assert!(check.stdout.contains("2 workers"), "{}", check.stdout);
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg);
+    let proc = Proc::spawn(&mut cmd);
+    std::thread::sleep(Duration::from_millis(600));
+    let kill = Proc::spawn(Command::new("/bin/kill").arg("-INT").arg(proc.pid().to_string())).wait(CMD_TIMEOUT);
+    assert_eq!(kill.code, Some(0), "kill -INT: {}", kill.stderr);
+    let out = proc.wait(Duration::from_secs(10));
+    out.assert_code(0);
+    assert!(total_line(&out.stdout).starts_with("total: rx 68 tx 68 matched 4 unmatched 64"), "{}", out.stdout);
+    assert_eq!(tshark_frames(&d.join("fwd1.pcapng"), None), tshark_frames(&sample(), None));
+    assert_eq!(tshark_frames(&d.join("fwd2.pcapng"), None), tshark_frames(&sample(), None));
+    let ifaces = tshark_fields(&d.join("copies.pcapng"), None, &["frame.interface_name"]);
+    let mut names: Vec<String> = ifaces.into_iter().map(|mut v| v.remove(0)).collect();
+    names.sort();
+    assert_eq!(names, ["a1", "a1", "a2", "a2"]);
+}
+
 #[test]
 fn busy_poll_run_stops_on_sigterm_with_summaries_off() {
     require_tshark();
