@@ -13,6 +13,7 @@
 
 #![deny(unsafe_code)]
 
+use dataplane::flow::FlowKey;
 use chains::sink::{CopyRecord, Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainSpec, OnFailure};
@@ -36,7 +37,7 @@ fn packet(len: usize) -> Packet {
 
 fn chain_set(q: &Arc<SinkQueue>, pool: &Arc<Pool>) -> ChainSet {
     let spec = ChainSpec { name: "tap".into(), on_failure: OnFailure::FailOpen, stages: vec![StageSpec::Copy { to: vec![0] }] };
-    ChainSet::new(&[spec], &[Arc::clone(q)], pool)
+    ChainSet::new(&[spec], &[Arc::clone(q)], pool, 0, 1)
 }
 
 /// A sink whose every write fails.
@@ -66,7 +67,7 @@ fn copy(c: &mut Criterion) {
     let probe = packet(64);
     let t = Instant::now();
     while down.errors() < 5 && t.elapsed() < Duration::from_secs(5) {
-        down_set.run(0, 0, &probe, 1);
+        down_set.run(0, 0, &probe, &FlowKey::default(), 1);
         std::thread::sleep(Duration::from_millis(1));
     }
 
@@ -77,7 +78,7 @@ fn copy(c: &mut Criterion) {
         let mut set = chain_set(&q, &pool);
         g.bench_function(format!("queued/{len}"), |b| {
             b.iter(|| {
-                let v = set.run(0, 0, black_box(&pkt), 1);
+                let v = set.run(0, 0, black_box(&pkt), &FlowKey::default(), 1);
                 black_box(q.pop());
                 v
             })
@@ -85,14 +86,14 @@ fn copy(c: &mut Criterion) {
 
         let full = Arc::new(SinkQueue::new("full", 1));
         let mut full_set = chain_set(&full, &pool);
-        full_set.run(0, 0, &pkt, 1);
+        full_set.run(0, 0, &pkt, &FlowKey::default(), 1);
         assert_eq!(full.len(), 1);
-        g.bench_function(format!("queue_full/{len}"), |b| b.iter(|| full_set.run(0, 0, black_box(&pkt), 1)));
+        g.bench_function(format!("queue_full/{len}"), |b| b.iter(|| full_set.run(0, 0, black_box(&pkt), &FlowKey::default(), 1)));
         let st = &full_set.stats()[0].stages[0];
         assert_eq!(st.output.get(), 1, "the full queue took nothing more");
 
         let before = down_set.stats()[0].stages[0].output.get();
-        g.bench_function(format!("sink_down/{len}"), |b| b.iter(|| down_set.run(0, 0, black_box(&pkt), 1)));
+        g.bench_function(format!("sink_down/{len}"), |b| b.iter(|| down_set.run(0, 0, black_box(&pkt), &FlowKey::default(), 1)));
         let made = down_set.stats()[0].stages[0].output.get() - before;
         eprintln!("sink_down/{len}: {made} copies made in retry windows (a handful per retry)");
     }

@@ -2,9 +2,16 @@
 //! of all of them ([`ChainSet`]).
 
 use crate::sink::SinkQueue;
+use crate::stage::budget::Budget;
 use crate::stage::copy::CopyStage;
-use crate::stage::{StageCounters, StageSpec};
+use crate::stage::dedup::Dedup;
+use crate::stage::filter::Filter;
+use crate::stage::sample::Sample;
+use crate::stage::slice::Slice;
+use crate::stage::strip::Strip;
+use crate::stage::{CopyPlan, StageCounters, StageIn, StageSpec};
 use dataplane::classifier::{ChainId, RuleId};
+use dataplane::flow::FlowKey;
 use dataplane::packet::{Packet, Pool};
 use dataplane::stats::Counter;
 use dataplane::worker::{ChainVerdict, Chains};
@@ -43,6 +50,12 @@ pub struct ChainStats {
 }
 
 enum Stage {
+    Slice(Slice),
+    Sample(Sample),
+    Filter(Filter),
+    Dedup(Dedup),
+    Strip(Strip),
+    Budget(Budget),
     Copy(CopyStage),
 }
 
@@ -58,9 +71,10 @@ pub struct ChainSet {
 }
 
 impl ChainSet {
-    /// Builds the runtime chains of one worker. `sinks` is the sink table the
-    /// specs' sink indices refer to; `pool` provides copy buffers.
-    pub fn new(specs: &[ChainSpec], sinks: &[Arc<SinkQueue>], pool: &Arc<Pool>) -> ChainSet {
+    /// Builds the runtime chains of worker `worker` of `workers` (budgets are
+    /// split evenly between workers). `sinks` is the sink table the specs' sink
+    /// indices refer to; `pool` provides copy buffers.
+    pub fn new(specs: &[ChainSpec], sinks: &[Arc<SinkQueue>], pool: &Arc<Pool>, worker: usize, workers: usize) -> ChainSet {
         let chains = specs
             .iter()
             .map(|spec| {
@@ -68,6 +82,12 @@ impl ChainSet {
                     .stages
                     .iter()
                     .map(|s| match s {
+                        StageSpec::Slice { snaplen } => Stage::Slice(Slice::new(*snaplen)),
+                        StageSpec::Sample { one_in, per_flow, seed } => Stage::Sample(Sample::new(*one_in, *per_flow, *seed, worker)),
+                        StageSpec::Filter { matches } => Stage::Filter(Filter::new(matches.clone())),
+                        StageSpec::Dedup { window_ns } => Stage::Dedup(Dedup::new(*window_ns)),
+                        StageSpec::Strip { layers } => Stage::Strip(Strip::new(layers.clone())),
+                        StageSpec::Budget { pps, bps } => Stage::Budget(Budget::new(*pps, *bps, workers.max(1) as u32)),
                         StageSpec::Copy { to } => Stage::Copy(CopyStage::new(
                             to.iter().filter_map(|&i| sinks.get(i).cloned()).collect(),
                             Arc::clone(pool),
@@ -93,19 +113,26 @@ impl ChainSet {
 
 impl Chains for ChainSet {
     #[inline]
-    fn run(&mut self, chain: ChainId, rule: RuleId, pkt: &Packet, now_ns: u64) -> ChainVerdict {
+    fn run(&mut self, chain: ChainId, rule: RuleId, pkt: &Packet, key: &FlowKey, now_ns: u64) -> ChainVerdict {
         let Some(c) = self.chains.get_mut(chain as usize) else {
             return ChainVerdict::Forward;
         };
         c.stats.packets.add(1);
+        let input = StageIn { pkt, key, rule, chain, now_ns };
+        let mut plan = CopyPlan::default();
         let mut sinks_down = 0;
-        for (i, stage) in c.stages.iter_mut().enumerate() {
-            let Some(counters) = c.stats.stages.get(i) else { break };
+        for (stage, counters) in c.stages.iter_mut().zip(c.stats.stages.iter()) {
+            if !plan.keep {
+                break;
+            }
             match stage {
-                Stage::Copy(s) => {
-                    let o = s.process(pkt, rule, chain, now_ns, usize::MAX, counters);
-                    sinks_down += o.sinks_down;
-                }
+                Stage::Slice(s) => s.process(&input, &mut plan, counters),
+                Stage::Sample(s) => s.process(&input, &mut plan, counters),
+                Stage::Filter(s) => s.process(&input, &mut plan, counters),
+                Stage::Dedup(s) => s.process(&input, &mut plan, counters),
+                Stage::Strip(s) => s.process(&input, &mut plan, counters),
+                Stage::Budget(s) => s.process(&input, &mut plan, counters),
+                Stage::Copy(s) => sinks_down += s.process(&input, &plan, counters).sinks_down,
             }
         }
         if sinks_down > 0 && c.on_failure == OnFailure::FailClosed {
@@ -120,6 +147,7 @@ impl Chains for ChainSet {
 mod tests {
     use super::*;
     use dataplane::packet::Meta;
+    use dataplane::flow::FlowKey;
 
     fn pkt() -> Packet {
         Packet::from_slice(&[0xab; 100], Meta { port: 1, ts_ns: 0, orig_len: 0 })
@@ -130,8 +158,8 @@ mod tests {
         let pool = Pool::new(8, 2048);
         let sinks = vec![Arc::new(SinkQueue::new("a", 4)), Arc::new(SinkQueue::new("b", 4))];
         let spec = ChainSpec { name: "c".into(), on_failure: OnFailure::FailOpen, stages: vec![StageSpec::Copy { to: vec![0, 1] }] };
-        let mut set = ChainSet::new(&[spec], &sinks, &pool);
-        assert_eq!(set.run(0, 7, &pkt(), 1234), ChainVerdict::Forward);
+        let mut set = ChainSet::new(&[spec], &sinks, &pool, 0, 1);
+        assert_eq!(set.run(0, 7, &pkt(), &FlowKey::default(), 1234), ChainVerdict::Forward);
         for q in &sinks {
             let rec = q.pop().expect("a copy per sink");
             assert_eq!(rec.pkt.data(), &[0xab; 100]);
@@ -146,9 +174,9 @@ mod tests {
         let pool = Pool::new(3, 2048);
         let sinks = vec![Arc::new(SinkQueue::new("a", 2))];
         let spec = ChainSpec { name: "c".into(), on_failure: OnFailure::FailOpen, stages: vec![StageSpec::Copy { to: vec![0] }] };
-        let mut set = ChainSet::new(&[spec], &sinks, &pool);
+        let mut set = ChainSet::new(&[spec], &sinks, &pool, 0, 1);
         for _ in 0..5 {
-            assert_eq!(set.run(0, 0, &pkt(), 1), ChainVerdict::Forward);
+            assert_eq!(set.run(0, 0, &pkt(), &FlowKey::default(), 1), ChainVerdict::Forward);
         }
         let st = &set.stats()[0].stages[0];
         assert_eq!((st.input.get(), st.output.get(), st.dropped.get()), (5, 2, 3));
@@ -161,12 +189,12 @@ mod tests {
         let pool = Pool::new(4, 2048);
         let sinks = vec![Arc::new(SinkQueue::new("a", 4))];
         let spec = ChainSpec { name: "c".into(), on_failure: OnFailure::FailClosed, stages: vec![StageSpec::Copy { to: vec![0] }] };
-        let mut set = ChainSet::new(std::slice::from_ref(&spec), &sinks, &pool);
+        let mut set = ChainSet::new(std::slice::from_ref(&spec), &sinks, &pool, 0, 1);
         sinks[0].set_up(false);
-        assert_eq!(set.run(0, 0, &pkt(), 1), ChainVerdict::Drop);
-        let mut open = ChainSet::new(&[ChainSpec { on_failure: OnFailure::FailOpen, ..spec }], &sinks, &pool);
-        assert_eq!(open.run(0, 0, &pkt(), 1), ChainVerdict::Forward);
+        assert_eq!(set.run(0, 0, &pkt(), &FlowKey::default(), 1), ChainVerdict::Drop);
+        let mut open = ChainSet::new(&[ChainSpec { on_failure: OnFailure::FailOpen, ..spec }], &sinks, &pool, 0, 1);
+        assert_eq!(open.run(0, 0, &pkt(), &FlowKey::default(), 1), ChainVerdict::Forward);
         sinks[0].set_up(true);
-        assert_eq!(set.run(0, 0, &pkt(), 1), ChainVerdict::Forward);
+        assert_eq!(set.run(0, 0, &pkt(), &FlowKey::default(), 1), ChainVerdict::Forward);
     }
 }

@@ -3,6 +3,7 @@
 //! keeps originals flowing while fail-closed drops them, and stopping a sink
 //! thread writes everything queued.
 
+use dataplane::flow::FlowKey;
 use chains::sink::pcapng::PcapngSink;
 use chains::sink::{CopyRecord, Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
@@ -105,10 +106,10 @@ fn copies_reach_the_pcapng_file_through_the_sink_thread() {
     let sink = PcapngSink::create("tap", &path).unwrap();
     let thread = SinkThread::spawn(Box::new(sink), Arc::clone(&q), names()).unwrap();
     let pool = Pool::new(64, 2048);
-    let mut set = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool);
+    let mut set = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool, 0, 1);
     let sent: Vec<Vec<u8>> = (0..20).map(|i| frame(i, 60 + usize::from(i) * 50)).collect();
     for i in 0..20u16 {
-        assert_eq!(set.run(0, 0, &packet(i, 60 + usize::from(i) * 50), 0), ChainVerdict::Forward);
+        assert_eq!(set.run(0, 0, &packet(i, 60 + usize::from(i) * 50), &FlowKey::default(), 0), ChainVerdict::Forward);
     }
     assert!(wait_until(Duration::from_secs(2), || q.written() == 20), "written {}", q.written());
     thread.stop();
@@ -135,10 +136,10 @@ fn a_failing_sink_goes_down_fail_open_forwards_fail_closed_drops() {
     let q = Arc::new(SinkQueue::new("flaky", 16));
     let thread = SinkThread::spawn(Box::new(flaky), Arc::clone(&q), names()).unwrap();
     let pool = Pool::new(16, 2048);
-    let mut open = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool);
-    let mut closed = ChainSet::new(&[chain(OnFailure::FailClosed)], &[Arc::clone(&q)], &pool);
+    let mut open = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool, 0, 1);
+    let mut closed = ChainSet::new(&[chain(OnFailure::FailClosed)], &[Arc::clone(&q)], &pool, 0, 1);
 
-    assert_eq!(open.run(0, 0, &packet(0, 60), 0), ChainVerdict::Forward);
+    assert_eq!(open.run(0, 0, &packet(0, 60), &FlowKey::default(), 0), ChainVerdict::Forward);
     // While down (backoff 100 ms, then 200, ...): no copy is made, originals follow
     // the policy. A retry window opening between the checks (a descheduled test
     // thread) spoils a round, so take a few.
@@ -146,8 +147,8 @@ fn a_failing_sink_goes_down_fail_open_forwards_fail_closed_drops() {
     for _ in 0..5 {
         assert!(wait_until(Duration::from_secs(2), || !q.is_up()), "the sink is marked down after a write error");
         let (o0, c0) = (open.stats()[0].stages[0].errors.get(), closed.stats()[0].closed_drops.get());
-        let open_verdict = open.run(0, 0, &packet(1, 60), 0);
-        let closed_verdict = closed.run(0, 0, &packet(2, 60), 0);
+        let open_verdict = open.run(0, 0, &packet(1, 60), &FlowKey::default(), 0);
+        let closed_verdict = closed.run(0, 0, &packet(2, 60), &FlowKey::default(), 0);
         if q.is_up() {
             continue;
         }
@@ -171,16 +172,16 @@ fn a_recovered_sink_comes_back_up_after_its_backoff_and_copies_again() {
     let q = Arc::new(SinkQueue::new("flaky", 16));
     let thread = SinkThread::spawn(Box::new(flaky), Arc::clone(&q), names()).unwrap();
     let pool = Pool::new(16, 2048);
-    let mut closed = ChainSet::new(&[chain(OnFailure::FailClosed)], &[Arc::clone(&q)], &pool);
+    let mut closed = ChainSet::new(&[chain(OnFailure::FailClosed)], &[Arc::clone(&q)], &pool, 0, 1);
 
-    assert_eq!(closed.run(0, 0, &packet(0, 60), 0), ChainVerdict::Forward, "up at start");
+    assert_eq!(closed.run(0, 0, &packet(0, 60), &FlowKey::default(), 0), ChainVerdict::Forward, "up at start");
     assert!(wait_until(Duration::from_secs(1), || !q.is_up()));
     assert_eq!(fail.load(Ordering::SeqCst), 0, "the one failure was used");
-    assert_eq!(closed.run(0, 0, &packet(1, 60), 0), ChainVerdict::Drop, "fail-closed while down");
+    assert_eq!(closed.run(0, 0, &packet(1, 60), &FlowKey::default(), 0), ChainVerdict::Drop, "fail-closed while down");
     let t = Instant::now();
     assert!(wait_until(Duration::from_secs(2), || q.is_up()), "back up within its backoff");
     assert!(t.elapsed() < Duration::from_secs(2));
-    assert_eq!(closed.run(0, 0, &packet(2, 60), 0), ChainVerdict::Forward);
+    assert_eq!(closed.run(0, 0, &packet(2, 60), &FlowKey::default(), 0), ChainVerdict::Forward);
     assert!(wait_until(Duration::from_secs(2), || q.written() == 1));
     thread.stop();
     assert_eq!(*got.lock().unwrap(), [frame(2, 60)], "only the copy made after recovery was written");
@@ -193,14 +194,14 @@ fn pcapng_on_a_full_disk_goes_down_and_counts_errors() {
     let sink = PcapngSink::create("full", Path::new("/dev/full")).unwrap();
     let thread = SinkThread::spawn(Box::new(sink), Arc::clone(&q), names()).unwrap();
     let pool = Pool::new(64, 2048);
-    let mut open = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool);
-    let mut closed = ChainSet::new(&[chain(OnFailure::FailClosed)], &[Arc::clone(&q)], &pool);
-    assert_eq!(open.run(0, 0, &packet(0, 1500), 0), ChainVerdict::Forward);
+    let mut open = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool, 0, 1);
+    let mut closed = ChainSet::new(&[chain(OnFailure::FailClosed)], &[Arc::clone(&q)], &pool, 0, 1);
+    assert_eq!(open.run(0, 0, &packet(0, 1500), &FlowKey::default(), 0), ChainVerdict::Forward);
     // The copy is buffered; the flush when the queue runs empty hits ENOSPC.
     assert!(wait_until(Duration::from_secs(1), || !q.is_up()), "marked down");
     assert!(q.errors() >= 1);
-    assert_eq!(open.run(0, 0, &packet(1, 1500), 0), ChainVerdict::Forward);
-    assert_eq!(closed.run(0, 0, &packet(2, 1500), 0), ChainVerdict::Drop);
+    assert_eq!(open.run(0, 0, &packet(1, 1500), &FlowKey::default(), 0), ChainVerdict::Forward);
+    assert_eq!(closed.run(0, 0, &packet(2, 1500), &FlowKey::default(), 0), ChainVerdict::Drop);
     thread.stop();
 }
 
@@ -210,9 +211,9 @@ fn copies_lost_in_a_failed_flush_are_not_counted_as_written() {
     let sink = PcapngSink::create("full", Path::new("/dev/full")).unwrap();
     let thread = SinkThread::spawn(Box::new(sink), Arc::clone(&q), names()).unwrap();
     let pool = Pool::new(64, 2048);
-    let mut open = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool);
+    let mut open = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool, 0, 1);
     for i in 0..3 {
-        open.run(0, 0, &packet(i, 1500), 0);
+        open.run(0, 0, &packet(i, 1500), &FlowKey::default(), 0);
     }
     assert!(wait_until(Duration::from_secs(1), || !q.is_up()));
     thread.stop();
@@ -226,10 +227,10 @@ fn stopping_the_sink_thread_writes_everything_queued() {
     let path = dir.path().join("shutdown.pcapng");
     let q = Arc::new(SinkQueue::new("s", 1024));
     let pool = Pool::new(1024, 2048);
-    let mut set = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool);
+    let mut set = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool, 0, 1);
     // Queue everything before the thread starts, then stop it at once.
     for i in 0..1000u16 {
-        set.run(0, 0, &packet(i, 200), 0);
+        set.run(0, 0, &packet(i, 200), &FlowKey::default(), 0);
     }
     assert_eq!(q.len(), 1000);
     let sink = PcapngSink::create("s", &path).unwrap();

@@ -153,7 +153,7 @@ fn start(plan: &Plan, ports: Vec<Box<dyn Port>>, spawn_threads: bool) -> Result<
     for (i, wp) in plan.workers.iter().enumerate() {
         let mine: Vec<Box<dyn Port>> = wp.ports.iter().filter_map(|&p| slots.get_mut(p as usize).and_then(Option::take)).collect();
         let stats = Arc::new(WorkerStats::new(plan.ports.len(), plan.rules.len()));
-        let chains = ChainSet::new(&plan.chains, &queues, &copy_pool);
+        let chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         chain_stats.push(chains.stats());
         let cfg = WorkerConfig { id: i, ..plan.worker.clone() };
         let w = Worker::new(cfg, mine, &plan.links, Arc::clone(&table), chains, Arc::clone(&stats))
@@ -273,8 +273,9 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
         plan.sinks = vec![crate::compile::SinkPlan { name: "replay".into(), kind: SinkKind::Pcapng, path: out.clone() }];
         for c in &mut plan.chains {
             for s in &mut c.stages {
-                let StageSpec::Copy { to } = s;
-                *to = vec![0];
+                if let StageSpec::Copy { to } = s {
+                    *to = vec![0];
+                }
             }
         }
     }

@@ -93,6 +93,17 @@ impl Packet {
         n
     }
 
+    /// Replaces the content with `a` followed by `b`, truncated to the
+    /// buffer's capacity. Returns the number of bytes stored.
+    #[inline]
+    pub fn fill_from2(&mut self, a: &[u8], b: &[u8]) -> usize {
+        let n = self.fill_from(a);
+        let m = b.len().min(self.buf.len() - n);
+        self.buf[n..n + m].copy_from_slice(&b[..m]);
+        self.len = (n + m) as u32;
+        n + m
+    }
+
     /// Shortens the packet to `len` bytes (no-op when already shorter).
     #[inline]
     pub fn truncate(&mut self, len: usize) {

@@ -40,10 +40,11 @@ pub enum ChainVerdict {
 /// One value per worker, so implementations keep per-worker state and
 /// counters without sharing.
 pub trait Chains {
-    /// Runs chain `chain` for a packet that rule `rule` matched. The original
-    /// must not be modified; copies are made from it. `now_ns` is the burst's
-    /// timestamp, for packets whose port gave none. Bounded work, no blocking.
-    fn run(&mut self, chain: ChainId, rule: RuleId, pkt: &Packet, now_ns: u64) -> ChainVerdict;
+    /// Runs chain `chain` for a packet (parsed into `key`) that rule `rule`
+    /// matched. The original must not be modified; copies are made from it.
+    /// `now_ns` is the burst's timestamp, for packets whose port gave none.
+    /// Bounded work, no blocking.
+    fn run(&mut self, chain: ChainId, rule: RuleId, pkt: &Packet, key: &FlowKey, now_ns: u64) -> ChainVerdict;
 
     /// Called once after each poll round that processed packets.
     fn end_burst(&mut self) {}
@@ -54,7 +55,7 @@ pub struct NoChains;
 
 impl Chains for NoChains {
     #[inline]
-    fn run(&mut self, _: ChainId, _: RuleId, _: &Packet, _: u64) -> ChainVerdict {
+    fn run(&mut self, _: ChainId, _: RuleId, _: &Packet, _: &FlowKey, _: u64) -> ChainVerdict {
         ChainVerdict::Forward
     }
 }
@@ -292,7 +293,7 @@ impl<C: Chains> Worker<C> {
                     if now_ns == 0 {
                         now_ns = wall_clock_ns();
                     }
-                    match self.chains.run(chain, rule, &pkt, now_ns) {
+                    match self.chains.run(chain, rule, &pkt, &self.keys[j], now_ns) {
                         ChainVerdict::Forward => stage(&mut self.out, egress, &mut self.ports, pkt, st),
                         ChainVerdict::Drop => st.drops[DropReason::ChainClosed as usize].add(1),
                     }

@@ -8,7 +8,7 @@
 // One module so that `cargo test -p dataplane worker` selects every test here.
 mod worker {
     use dataplane::classifier::{naive, Action, ChainId, IpNet, Match, PortRange, Rule, RuleId, RuleSet};
-    use dataplane::flow::{proto, MacAddr};
+    use dataplane::flow::{proto, FlowKey, MacAddr};
     use dataplane::forward::Links;
     use dataplane::packet::{Meta, Packet, PortId, Pool};
     use dataplane::parser::{parse, Malformed};
@@ -43,7 +43,7 @@ mod worker {
     }
 
     impl Chains for Recorder {
-        fn run(&mut self, chain: ChainId, rule: RuleId, pkt: &Packet, _now_ns: u64) -> ChainVerdict {
+        fn run(&mut self, chain: ChainId, rule: RuleId, pkt: &Packet, _key: &FlowKey, _now_ns: u64) -> ChainVerdict {
             self.seen.push(Seen { chain, rule, port: pkt.meta.port, bytes: pkt.data().to_vec() });
             if self.drop.contains(&chain) {
                 ChainVerdict::Drop

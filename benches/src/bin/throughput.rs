@@ -128,7 +128,7 @@ fn run(scenario: &str, args: &Args, frames: &[Vec<u8>]) -> Outcome {
     // The sink thread is not pinned: it sleeps when idle and the OS keeps it off the busy worker core.
     let sink = SinkThread::spawn(Box::new(Discard), Arc::clone(&queue), names).expect("start sink thread");
     let spec = ChainSpec { name: "copy".into(), on_failure: OnFailure::FailOpen, stages: vec![StageSpec::Copy { to: vec![0] }] };
-    let chains = ChainSet::new(&[spec], &[Arc::clone(&queue)], &pool);
+    let chains = ChainSet::new(&[spec], &[Arc::clone(&queue)], &pool, 0, 1);
     let chain_stats = chains.stats();
     let stats = Arc::new(WorkerStats::new(2, 1));
     let links = Links::new(2, &[(0, 1)]).expect("link a-b");

@@ -1,18 +1,17 @@
-//! `copy`: copies the packet to one or more sinks.
+//! `copy`: copies the packet to one or more sinks. Always the last stage.
 //!
 //! Arguments: `to` — the sinks. For each sink the stage takes a buffer from
-//! the shared copy pool, copies the packet's bytes and metadata into it and
-//! pushes it on the sink's bounded queue: O(packet length) work, no
-//! allocation, no blocking.
+//! the shared copy pool, copies the bytes the chain's [`CopyPlan`] selects
+//! (stripped, sliced) and the metadata into it, and pushes it on the sink's
+//! bounded queue: O(copy length) work, no allocation, no blocking.
 //!
 //! Counters: `input` (packets), `output` (copies enqueued), `dropped` (no
 //! copy buffer free, or the sink's queue full), `errors` (the sink is down:
 //! the copy is not made).
 
-use super::StageCounters;
+use super::{CopyPlan, StageCounters, StageIn};
 use crate::sink::{CopyRecord, SinkQueue};
-use dataplane::classifier::{ChainId, RuleId};
-use dataplane::packet::{Packet, Pool};
+use dataplane::packet::Pool;
 use std::sync::Arc;
 
 /// The runtime form of a `copy` stage in one worker.
@@ -45,18 +44,11 @@ impl CopyStage {
         CopyStage { targets: targets.into_iter().map(|queue| Target { queue, congested: false }).collect(), pool }
     }
 
-    /// Copies `pkt` to every target.
+    /// Makes the copies `plan` describes of `s.pkt`, one per target.
     #[inline]
-    pub fn process(
-        &mut self,
-        pkt: &Packet,
-        rule: RuleId,
-        chain: ChainId,
-        now_ns: u64,
-        snaplen: usize,
-        c: &StageCounters,
-    ) -> CopyOutcome {
+    pub fn process(&mut self, s: &StageIn<'_>, plan: &CopyPlan, c: &StageCounters) -> CopyOutcome {
         c.input.add(1);
+        let pkt = s.pkt;
         let mut out = CopyOutcome { copied: 0, sinks_down: 0 };
         for t in self.targets.iter_mut() {
             let q = &t.queue;
@@ -73,14 +65,13 @@ impl CopyStage {
                 c.dropped.add(1);
                 continue;
             };
-            let data = pkt.data();
-            copy.fill_from(&data[..data.len().min(snaplen)]);
+            plan.fill(pkt, &mut copy);
             copy.meta = pkt.meta;
-            copy.meta.orig_len = pkt.wire_len() as u32;
+            copy.meta.orig_len = plan.image_len(pkt) as u32;
             if copy.meta.ts_ns == 0 {
-                copy.meta.ts_ns = now_ns;
+                copy.meta.ts_ns = s.now_ns;
             }
-            match q.push(CopyRecord { pkt: copy, rule, chain }) {
+            match q.push(CopyRecord { pkt: copy, rule: s.rule, chain: s.chain }) {
                 Ok(()) => {
                     t.congested = false;
                     out.copied += 1;
