@@ -1,9 +1,13 @@
 //! Sinks: where copies end up. Each sink runs on a sink thread, never on a
 //! worker core, and is fed through a bounded lock-free queue.
 
+pub mod erspan;
+pub mod gre;
 pub mod pcapng;
 mod queue;
+pub mod remote;
 mod thread;
+pub mod vxlan;
 
 pub use queue::SinkQueue;
 pub use thread::SinkThread;
