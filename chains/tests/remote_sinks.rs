@@ -65,7 +65,7 @@ impl Capture {
                 let _ = tx.send(line);
             }
         });
-        let mut cap = Capture { child, file, stderr, _dir: dir };
+        let cap = Capture { child, file, stderr, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = Vec::new();
         loop {
@@ -100,7 +100,7 @@ impl Capture {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success() || status.code() == Some(0) || status.code().is_none(), "tshark: {status}");
+                assert!(status.success(), "tshark exited with {status} after SIGINT");
                 return &self.file;
             }
             assert!(Instant::now() < deadline, "tshark did not stop after SIGINT");
@@ -121,7 +121,7 @@ impl Drop for Capture {
 /// One decoded packet: for each requested field, all its occurrences (outer first).
 type Row = Vec<Vec<String>>;
 
-/// Decodes `file` with tshark and returns the rows whose last `eth.src` (the
+/// Decodes `file` with tshark, checks no packet of ours is malformed, and returns the rows whose last `eth.src` (the
 /// inner frame's) is one of this process's MACs. `eth.src` must be the first field.
 fn decode(file: &Path, decode_as: &[&str], fields: &[&str]) -> Vec<Row> {
     assert_eq!(fields[0], "eth.src");
@@ -133,6 +133,8 @@ fn decode(file: &Path, decode_as: &[&str], fields: &[&str]) -> Vec<Row> {
     for f in fields {
         cmd.args(["-e", f]);
     }
+    // Last column: set when a dissector found the packet malformed.
+    cmd.args(["-e", "_ws.malformed"]);
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "tshark -r failed: {}", String::from_utf8_lossy(&out.stderr));
     let prefix = mac_prefix();
@@ -141,6 +143,7 @@ fn decode(file: &Path, decode_as: &[&str], fields: &[&str]) -> Vec<Row> {
         .lines()
         .map(|l| l.split('|').map(|f| f.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).collect())
         .filter(|row: &Row| row[0].last().is_some_and(|m| m.starts_with(&prefix)))
+        .inspect(|row| assert!(row[fields.len()].is_empty(), "tshark found a malformed packet: {row:?}"))
         .collect()
 }
 

@@ -5,7 +5,7 @@
 //! * The source address is the configured one, or the one the kernel's route
 //!   to the destination chooses: the socket is connected (no packet is sent
 //!   by connecting) and its local address read back. Either way the socket is
-//!   bound to it, so [`RemoteSocket::source`] is what the analyser sees.
+//!   bound to it, so the `source()` a sink reports is what the analyser sees.
 //! * Sockets are connected, so the kernel reports ICMP errors about earlier
 //!   copies on a later send. Such an error is returned as [`SinkError::Io`]:
 //!   the sink thread marks the sink down and retries after its backoff (the
