@@ -163,14 +163,27 @@ fn mac_str(last: u8) -> String {
     format!("{}{last:02x}", mac_prefix())
 }
 
-/// The test copies: UDP/IPv4; TCP/IPv6 tagged VLAN 100 with priority 0
+/// Sets the TOS byte of an untagged IPv4 frame and refreshes the header checksum.
+fn set_tos(frame: &mut [u8], tos: u8) {
+    let ip = &mut frame[14..34];
+    ip[1] = tos;
+    ip[10..12].fill(0);
+    let mut sum: u32 = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// The test copies: UDP/IPv4 with TOS 0xb8 (EF, precedence 5); TCP/IPv6 tagged VLAN 100 with priority 0
 /// (PacketBuilder's tags have PCP 0); TCP/IPv4 sliced to 60 bytes of 200.
 fn copies() -> Vec<CopyRecord> {
-    let udp4 = PacketBuilder::ethernet(mac(1), MacAddr([2, 0, 0, 0, 0, 0xee]))
+    let mut udp4 = PacketBuilder::ethernet(mac(1), MacAddr([2, 0, 0, 0, 0, 0xee]))
         .ipv4("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
-        .udp(1000, 53)
-        .payload(b"query")
+        .udp(1000, 7)
+        .payload(b"echo")
         .build();
+    set_tos(&mut udp4, 0xb8);
     let tcp6 = PacketBuilder::ethernet(mac(2), MacAddr([2, 0, 0, 0, 0, 0xee]))
         .vlan(100)
         .ipv6("fd00::2".parse().unwrap(), "fd00::3".parse().unwrap())
@@ -366,6 +379,10 @@ fn erspan_round_trip(addr: IpAddr, version: ErspanVersion) -> Vec<Row> {
     assert_eq!(first(&rows[0], 10), "0");
     assert_eq!(first(&rows[1], 10), "0");
     assert_eq!(first(&rows[2], 10), "1");
+    // COS: IP precedence of the untagged IPv4 copy, the tag's priority of the tagged one.
+    assert_eq!(first(&rows[0], 8), "5");
+    assert_eq!(first(&rows[1], 8), "0");
+    assert_eq!(first(&rows[2], 8), "0");
     rows
 }
 

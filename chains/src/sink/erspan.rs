@@ -151,7 +151,7 @@ fn ip_precedence(frame: &[u8]) -> Option<u16> {
     let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
     let ip = frame.get(14..16)?;
     match ethertype {
-        0x0800 => Some(u16::from(ip[0] >> 5)),
+        0x0800 => Some(u16::from(ip[1] >> 5)),
         0x86dd => Some(u16::from(ip[0] & 0x0f) >> 1),
         _ => None,
     }
