@@ -2,6 +2,7 @@
 //! worker core, and is fed through a bounded lock-free queue.
 
 pub mod pcapng;
+pub mod port;
 mod queue;
 mod thread;
 
