@@ -21,7 +21,11 @@ fn copy(i: u16, len: usize) -> CopyRecord {
         .udp(i, 53)
         .pad_to(len)
         .build();
-    CopyRecord { pkt: Packet::from_slice(&frame, Meta { port: 1, ts_ns: T0 + u64::from(i), orig_len: 0 }), rule: 0, chain: 0 }
+    CopyRecord {
+        pkt: Packet::from_slice(&frame, Meta { port: 1, ts_ns: T0 + u64::from(i), orig_len: 0 }),
+        rule: 0,
+        chain: 0,
+    }
 }
 
 fn names() -> Names {
@@ -89,7 +93,10 @@ fn size_rotation_makes_valid_files_below_the_limit_named_by_the_pattern() {
     for (i, f) in files.iter().enumerate() {
         let name = f.file_name().unwrap().to_str().unwrap();
         let parts: Vec<&str> = name.strip_prefix("ids-").unwrap().split('-').collect();
-        assert!(parts[0].len() == 8 && parts[0].starts_with("20") && parts[0].bytes().all(|b| b.is_ascii_digit()), "{name}");
+        assert!(
+            parts[0].len() == 8 && parts[0].starts_with("20") && parts[0].bytes().all(|b| b.is_ascii_digit()),
+            "{name}"
+        );
         assert!(parts[1].len() == 6 && parts[1].bytes().all(|b| b.is_ascii_digit()), "{name}");
         assert_eq!(seq(f), i as u64, "{name}: numbered from 0 in order");
         let size = std::fs::metadata(f).unwrap().len();
@@ -268,7 +275,7 @@ fn full_disk_marks_the_sink_down_and_it_recovers_into_a_new_file() {
     let seqs: Vec<u64> = files.iter().map(|f| seq(f)).collect();
     assert!(seqs.len() >= 4, "{files:?}");
     let last = files.last().unwrap();
-    assert!(tshark_ports(last).len() > 0, "copies after recovery went to a new file: {files:?}");
+    assert!(!tshark_ports(last).is_empty(), "copies after recovery went to a new file: {files:?}");
 }
 
 #[test]
@@ -277,6 +284,6 @@ fn full_disk_single_file_sink_carries_on_in_its_file() {
     let path = fs.path().join("ids.pcapng");
     let sink = PcapngSink::create("ids", &path).unwrap();
     let files = fill_then_make_room(&fs, sink);
-    assert_eq!(files, [path.clone()], "one file, as asked");
+    assert_eq!(files, std::slice::from_ref(&path), "one file, as asked");
     assert!(std::fs::metadata(&path).unwrap().len() > 256 * 1024, "it grew past the old size of the disk");
 }

@@ -499,7 +499,9 @@ impl Sink for PcapngSink {
         if self.broken {
             return Err(SinkError::Io {
                 sink: self.name.clone(),
-                source: io::Error::other("copies since the last flush were lost to a write error; the next copy retries"),
+                source: io::Error::other(
+                    "copies since the last flush were lost to a write error; the next copy retries",
+                ),
             });
         }
         if self.time_is_up() {
@@ -740,7 +742,11 @@ mod tests {
             (dir.path().join("c-%q.pcapng"), rot(PcapngOptions::default()), "unknown token %q"),
             (dir.path().join("c-%"), rot(PcapngOptions::default()), "lone %"),
             (pattern.clone(), PcapngOptions { rotate_bytes: Some(0), ..Default::default() }, "rotate_bytes"),
-            (pattern.clone(), PcapngOptions { rotate_every: Some(Duration::ZERO), ..Default::default() }, "rotate_every"),
+            (
+                pattern.clone(),
+                PcapngOptions { rotate_every: Some(Duration::ZERO), ..Default::default() },
+                "rotate_every",
+            ),
             (pattern.clone(), rot(PcapngOptions { keep: Some(0), ..Default::default() }), "keep must be"),
             (pattern.clone(), PcapngOptions { keep: Some(2), ..Default::default() }, "keep needs rotation"),
         ];
