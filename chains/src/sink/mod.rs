@@ -4,6 +4,7 @@
 pub mod erspan;
 pub mod gre;
 pub mod pcapng;
+pub mod port;
 mod queue;
 pub mod remote;
 mod thread;
