@@ -9,14 +9,39 @@
 //! A damaged packet is still keyed as far as it parsed, so rules on its L2/L3
 //! fields keep working; the [`Malformed`] reason is returned beside the key
 //! for the worker to count (and for rules or chains that care).
+//!
+//! # Overlays
+//!
+//! A UDP packet to port 4789 (VXLAN) or 6081 (Geneve) whose tunnel header is
+//! complete and valid (VXLAN: I flag set; Geneve: version 0, options inside
+//! the datagram, protocol type 0x6558 Ethernet) is keyed by its *inner*
+//! frame, with [`FlowKey::vni`] and [`FlowKey::tunnel`] set and `in_port`
+//! the ingress port. Exactly one level is decapsulated (a tunnel inside the
+//! inner frame is keyed as the inner UDP packet it is), so the work stays O(1).
+//!
+//! Anything that cannot be decapsulated is keyed as the outer UDP packet it
+//! is and is *not* malformed: a datagram too short for the tunnel header, a
+//! VXLAN header without the I flag, a Geneve header of another version, with
+//! options running past the datagram or carrying a non-Ethernet payload, and
+//! outer IP fragments (the inner frame would be incomplete). The ports are
+//! only a convention, so such packets may well be some other application's.
+//!
+//! Malformed reasons of an encapsulated packet: an outer length field that
+//! claims more than the frame holds (a cut frame) is reported as the outer
+//! `BadIpv4TotalLength`/`BadIpv6PayloadLength`, since it causes whatever is
+//! missing inside; otherwise the reason is the inner frame's, whose key is
+//! filled as far as it parsed (an inner frame under 14 bytes is
+//! `TruncatedEthernet` with only `in_port`, `vni` and `tunnel` in the key).
 
-use crate::flow::{proto, FlowKey};
+use crate::flow::{proto, tunnel, FlowKey};
 use crate::packet::PortId;
 use crate::wire::ethernet::{ethertype, EthernetFrame};
+use crate::wire::geneve::{self, GeneveHeader};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::{next_header, Ipv6ExtHeader, Ipv6Packet};
 use crate::wire::l4::{IcmpHeader, Icmpv6Header, SctpHeader, TcpHeader, UdpHeader};
 use crate::wire::vlan::VlanTag;
+use crate::wire::vxlan::{self, VxlanHeader};
 use crate::wire::Error;
 
 /// VLAN tags the key has room for (outer and inner); a third is malformed.
@@ -31,7 +56,8 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Malformed {
-    /// Shorter than an Ethernet header: the key only has `in_port`.
+    /// Shorter than an Ethernet header: the key only has `in_port` (and, for
+    /// a short inner frame of a tunnel, `vni` and `tunnel`).
     TruncatedEthernet,
     /// A TPID announced a VLAN tag the frame does not hold.
     TruncatedVlan,
@@ -109,19 +135,89 @@ impl Malformed {
 /// filled as far as the headers could be read, and why parsing stopped early
 /// if it did. Non-IP frames (ARP, LLDP, 802.3 length frames...) are keyed by
 /// their L2 fields and are not malformed; neither are non-first fragments,
-/// which are keyed without ports.
+/// which are keyed without ports. VXLAN and Geneve packets are keyed by their
+/// inner frame (see the module documentation, "Overlays").
 #[inline]
 pub fn parse(frame: &[u8], in_port: PortId) -> (FlowKey, Option<Malformed>) {
     let mut key = FlowKey {
         in_port,
         ..FlowKey::default()
     };
-    let result = parse_l2(frame, &mut key);
-    (key, result.err())
+    let mut decap = Decap {
+        allowed: true,
+        found: None,
+    };
+    let outer = parse_l2(frame, &mut key, &mut decap);
+    match decap.found {
+        None => (key, outer.err()),
+        Some(t) => parse_tunnelled(t, in_port, outer),
+    }
+}
+
+/// Keys the inner frame of a tunnel; `outer` is how the outer headers
+/// parsed (an outer length error wins: it is what cut the inner frame).
+/// Kept out of line so the flat-network fast path stays small.
+#[inline(never)]
+fn parse_tunnelled(t: Tunnel<'_>, in_port: PortId, outer: Result<(), Malformed>) -> (FlowKey, Option<Malformed>) {
+    let mut key = FlowKey {
+        in_port,
+        vni: t.vni,
+        tunnel: t.kind,
+        ..FlowKey::default()
+    };
+    let mut no_nesting = Decap {
+        allowed: false,
+        found: None,
+    };
+    let inner = parse_l2(t.inner, &mut key, &mut no_nesting);
+    (key, outer.and(inner).err())
+}
+
+/// An overlay header found behind the outer UDP header.
+#[derive(Clone, Copy)]
+struct Tunnel<'a> {
+    /// A [`tunnel`] constant.
+    kind: u8,
+    vni: u32,
+    /// The encapsulated Ethernet frame.
+    inner: &'a [u8],
+}
+
+/// Decapsulation state of one parse, threaded through the layers.
+struct Decap<'a> {
+    /// False for the inner frame (one level only) and for outer IP fragments.
+    allowed: bool,
+    /// Set by the UDP layer when the datagram is a tunnel.
+    found: Option<Tunnel<'a>>,
+}
+
+/// The tunnel carried by a UDP datagram to `dst_port` with `payload`, if it
+/// is a complete and valid VXLAN or Ethernet-carrying Geneve header.
+#[inline]
+fn find_tunnel(dst_port: u16, payload: &[u8]) -> Option<Tunnel<'_>> {
+    match dst_port {
+        vxlan::UDP_PORT => {
+            let h = VxlanHeader::new_checked(payload).ok()?;
+            (h.flags() & vxlan::FLAG_I != 0).then(|| Tunnel {
+                kind: tunnel::VXLAN,
+                vni: h.vni(),
+                inner: h.payload(),
+            })
+        }
+        geneve::UDP_PORT => {
+            let h = GeneveHeader::new_checked(payload).ok()?;
+            (h.protocol() == geneve::PROTO_ETHERNET).then(|| Tunnel {
+                kind: tunnel::GENEVE,
+                vni: h.vni(),
+                inner: h.payload(),
+            })
+        }
+        _ => None,
+    }
 }
 
 #[inline(always)]
-fn parse_l2(frame: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn parse_l2<'a>(frame: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Malformed::TruncatedEthernet)?;
     key.dst_mac = eth.dst_addr();
     key.src_mac = eth.src_addr();
@@ -148,14 +244,14 @@ fn parse_l2(frame: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
     }
 
     match ethertype {
-        ethertype::IPV4 => parse_ipv4(rest, key),
-        ethertype::IPV6 => parse_ipv6(rest, key),
+        ethertype::IPV4 => parse_ipv4(rest, key, decap),
+        ethertype::IPV6 => parse_ipv6(rest, key, decap),
         _ => Ok(()),
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn parse_ipv4<'a>(data: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let ip = Ipv4Packet::new_checked(data).map_err(|e| match e {
         Error::Truncated => Malformed::TruncatedIpv4,
         Error::BadVersion => Malformed::BadIpv4Version,
@@ -180,7 +276,9 @@ fn parse_ipv4(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
         (data.len(), Some(Malformed::BadIpv4TotalLength))
     };
     let l4_result = if ip.frag_offset() == 0 {
-        parse_l4(protocol, data.get(header_len..end).unwrap_or_default(), key)
+        // A first fragment holds only the start of a tunnel's inner frame.
+        decap.allowed &= !ip.more_frags();
+        parse_l4(protocol, data.get(header_len..end).unwrap_or_default(), key, decap)
     } else {
         Ok(())
     };
@@ -189,7 +287,7 @@ fn parse_ipv4(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
 }
 
 #[inline(always)]
-fn parse_ipv6(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn parse_ipv6<'a>(data: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let ip = Ipv6Packet::new_checked(data).map_err(|e| match e {
         Error::BadVersion => Malformed::BadIpv6Version,
         // The IPv6 view never reports BadHeaderLen; the fixed header has no length field.
@@ -202,10 +300,10 @@ fn parse_ipv6(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
     let payload = ip.payload();
     let payload_len = usize::from(ip.payload_len());
     match payload.get(..payload_len) {
-        Some(payload) => walk_ipv6(ip.next_header(), payload, key),
+        Some(payload) => walk_ipv6(ip.next_header(), payload, key, decap),
         None => {
             // As for IPv4: key what is there, report the length as the cause.
-            let _ = walk_ipv6(ip.next_header(), payload, key);
+            let _ = walk_ipv6(ip.next_header(), payload, key, decap);
             Err(Malformed::BadIpv6PayloadLength)
         }
     }
@@ -214,7 +312,7 @@ fn parse_ipv6(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
 /// Walks the extension headers from next-header `nh` to the upper layer.
 /// `proto` ends up as the last next-header reached, even when the walk stops early.
 #[inline(always)]
-fn walk_ipv6(mut nh: u8, mut rest: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn walk_ipv6<'a>(mut nh: u8, mut rest: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let mut walked = 0;
     while matches!(
         nh,
@@ -231,6 +329,8 @@ fn walk_ipv6(mut nh: u8, mut rest: &[u8], key: &mut FlowKey) -> Result<(), Malfo
         walked += 1;
         let ext = Ipv6ExtHeader::new_checked(rest, nh).map_err(|_| Malformed::BadIpv6ExtHeader)?;
         let later_fragment = nh == next_header::FRAGMENT && ext.frag_offset() != 0;
+        // Any fragment header: a tunnel's inner frame would be incomplete.
+        decap.allowed &= nh != next_header::FRAGMENT;
         nh = ext.next_header();
         rest = ext.payload();
         if later_fragment {
@@ -239,13 +339,14 @@ fn walk_ipv6(mut nh: u8, mut rest: &[u8], key: &mut FlowKey) -> Result<(), Malfo
         }
     }
     key.proto = nh;
-    parse_l4(nh, rest, key)
+    parse_l4(nh, rest, key, decap)
 }
 
 /// Reads ports (or ICMP type/code) for the protocols that have them; any
-/// other protocol (ESP, GRE, No Next Header...) leaves them zero.
+/// other protocol (ESP, GRE, No Next Header...) leaves them zero. Notes a
+/// VXLAN or Geneve tunnel in `decap` when it is allowed to.
 #[inline(always)]
-fn parse_l4(protocol: u8, data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn parse_l4<'a>(protocol: u8, data: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let (src, dst) = match protocol {
         proto::TCP => TcpHeader::new_checked(data).map(|h| (h.src_port(), h.dst_port())),
         proto::UDP => UdpHeader::new_checked(data).map(|h| (h.src_port(), h.dst_port())),
@@ -261,6 +362,9 @@ fn parse_l4(protocol: u8, data: &[u8], key: &mut FlowKey) -> Result<(), Malforme
     .map_err(|_| Malformed::TruncatedL4)?;
     key.src_port = src;
     key.dst_port = dst;
+    if protocol == proto::UDP && decap.allowed && matches!(dst, vxlan::UDP_PORT | geneve::UDP_PORT) {
+        decap.found = find_tunnel(dst, data.get(UdpHeader::<&[u8]>::HEADER_LEN..).unwrap_or_default());
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::flow::{ip_to_key_bytes, proto, NO_VLAN};
+use crate::flow::{ip_to_key_bytes, proto, tunnel, NO_VLAN, NO_VNI};
 use proptest::prelude::*;
 use std::net::IpAddr;
 
@@ -284,13 +284,38 @@ fn a_match() -> impl Strategy<Value = Match> {
             opt(prop::sample::select(vec![6u8, 17, 1])),
             opt(port_range()),
             opt(port_range()),
+            opt(prop::sample::select(&VNIS[..])),
         )
     });
     (l2, l34).prop_map(
-        |((in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype), (src_ip, dst_ip, proto, src_port, dst_port))| {
-            Match { in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype, src_ip, dst_ip, proto, src_port, dst_port }
+        |((in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype), (src_ip, dst_ip, proto, src_port, dst_port, vni))| {
+            Match {
+                in_port,
+                src_mac,
+                dst_mac,
+                vlan,
+                inner_vlan,
+                ethertype,
+                src_ip,
+                dst_ip,
+                proto,
+                src_port,
+                dst_port,
+                vni,
+            }
         },
     )
+}
+
+/// VNIs rules and keys draw from: two tenants, and the extremes of 24 bits.
+const VNIS: [u32; 4] = [100, 101, 0, (1 << 24) - 1];
+
+/// `(vni, tunnel)` of a key: not tunnelled, or VXLAN/Geneve with a VNI from [`VNIS`].
+fn an_overlay() -> impl Strategy<Value = (u32, u8)> {
+    prop_oneof![
+        Just((NO_VNI, tunnel::NONE)),
+        (prop::sample::select(&VNIS[..]), prop::sample::select(vec![tunnel::VXLAN, tunnel::GENEVE])),
+    ]
 }
 
 fn a_key() -> impl Strategy<Value = FlowKey> {
@@ -301,6 +326,7 @@ fn a_key() -> impl Strategy<Value = FlowKey> {
         prop::sample::select(vec![1u16, 2, NO_VLAN]),
         prop::sample::select(vec![1u16, NO_VLAN]),
         prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806]),
+        an_overlay(),
     );
     let l34 = (
         prop::sample::select(vec![0u8, 4, 6, 6]),
@@ -313,7 +339,7 @@ fn a_key() -> impl Strategy<Value = FlowKey> {
     );
     (l2, l34).prop_flat_map(
         |(
-            (in_port, src_mac, dst_mac, outer_vlan, inner_vlan, ethertype),
+            (in_port, src_mac, dst_mac, outer_vlan, inner_vlan, ethertype, (vni, tunnel)),
             (ip_version, random_ip, r1, r2, proto, src_port, dst_port),
         )| {
             let v6 = ip_version == 6;
@@ -328,6 +354,8 @@ fn a_key() -> impl Strategy<Value = FlowKey> {
                 src_port,
                 dst_port,
                 ip_version,
+                vni,
+                tunnel,
                 ..FlowKey::default()
             };
             (Just(k), addr(v6), addr(v6)).prop_map(move |(mut k, s, d)| {
@@ -363,6 +391,10 @@ fn witness(m: &Match, base: &FlowKey) -> FlowKey {
     k.inner_vlan = m.inner_vlan.unwrap_or(k.inner_vlan);
     k.ethertype = m.ethertype.unwrap_or(k.ethertype);
     k.proto = m.proto.unwrap_or(k.proto);
+    if let Some(v) = m.vni {
+        k.vni = v;
+        k.tunnel = k.tunnel.max(tunnel::VXLAN);
+    }
     // Keep host bits from the base where the prefix allows.
     let place = |n: &IpNet, have: [u8; 16]| -> [u8; 16] {
         let (net, host) = match n {

@@ -18,14 +18,36 @@
 //! assert_eq!(frame.len(), 14 + 4 + 20 + 20 + 5);
 //! ```
 //!
+//! Overlay frames: an outer builder with an IP layer takes an inner frame as
+//! its UDP payload through [`PacketBuilder::vxlan`] or
+//! [`PacketBuilder::geneve`] (plus [`PacketBuilder::geneve_option`] and
+//! [`PacketBuilder::geneve_protocol`]):
+//!
+//! ```
+//! # use dataplane::flow::MacAddr;
+//! # use dataplane::wire::build::PacketBuilder;
+//! let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+//! let inner = PacketBuilder::ethernet(a, b)
+//!     .ipv4("192.168.0.1".parse().unwrap(), "192.168.0.2".parse().unwrap())
+//!     .tcp(40000, 80)
+//!     .build();
+//! let frame = PacketBuilder::ethernet(MacAddr([2, 0, 0, 0, 1, 1]), MacAddr([2, 0, 0, 0, 1, 2]))
+//!     .ipv4("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
+//!     .vxlan(5001, &inner)
+//!     .build();
+//! assert_eq!(frame.len(), 14 + 20 + 8 + 8 + inner.len());
+//! ```
+//!
 //! Misuse (L4 without IP, options on IPv6) is a bug in the test, so `build`
 //! panics with a message rather than returning an error.
 
 use super::ethernet::{ethertype, EthernetFrame, HEADER_LEN as ETH_LEN};
+use super::geneve::{self, GeneveHeader, HEADER_LEN as GENEVE_LEN};
 use super::ipv4::{checksum, Ipv4Packet, FLAG_DF, FLAG_MF, MIN_HEADER_LEN as IPV4_LEN};
 use super::ipv6::{ext_field, next_header, Ipv6Packet, HEADER_LEN as IPV6_LEN};
 use super::l4::{tcp_flags, IcmpHeader, Icmpv6Header, SctpHeader, TcpHeader, UdpHeader};
 use super::vlan::{VlanTag, HEADER_LEN as VLAN_LEN};
+use super::vxlan::{self, VxlanHeader, HEADER_LEN as VXLAN_LEN};
 use crate::flow::{proto, MacAddr};
 use core::net::{Ipv4Addr, Ipv6Addr};
 
@@ -157,6 +179,47 @@ impl L4 {
     }
 }
 
+/// An overlay header between the UDP header and the payload (the inner frame).
+#[derive(Clone, Debug)]
+enum Tunnel {
+    Vxlan {
+        vni: u32,
+    },
+    Geneve {
+        vni: u32,
+        protocol: u16,
+        /// Encoded option TLVs.
+        options: Vec<u8>,
+    },
+}
+
+impl Tunnel {
+    fn header_len(&self) -> usize {
+        match self {
+            Tunnel::Vxlan { .. } => VXLAN_LEN,
+            Tunnel::Geneve { options, .. } => GENEVE_LEN + options.len(),
+        }
+    }
+
+    /// Writes the header into `buf` (exactly [`Tunnel::header_len`] bytes).
+    fn write(&self, buf: &mut [u8]) {
+        match self {
+            Tunnel::Vxlan { vni } => VxlanHeader::new_unchecked(buf).set_vni(*vni),
+            Tunnel::Geneve { vni, protocol, options } => {
+                GeneveHeader::new_unchecked(&mut *buf).set_fields(options.len(), *protocol, *vni);
+                buf[GENEVE_LEN..].copy_from_slice(options);
+            }
+        }
+    }
+}
+
+/// The UDP source port of a tunnel: a hash of the inner frame in the dynamic
+/// range 49152..=65535, as RFC 7348 recommends for ECMP entropy.
+fn entropy_port(inner: &[u8]) -> u16 {
+    let h = inner.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    49152 | (h as u16 & 0x3fff)
+}
+
 /// Builds one Ethernet frame layer by layer; see the module example.
 /// `must_use`: each method returns the builder, dropping it loses the layer.
 #[must_use]
@@ -171,6 +234,7 @@ pub struct PacketBuilder {
     l4: Option<L4>,
     tcp_flags: u8,
     tcp_seq_ack: Option<(u32, u32)>,
+    tunnel: Option<Tunnel>,
     payload: Vec<u8>,
     pad_to: usize,
 }
@@ -189,6 +253,7 @@ impl PacketBuilder {
             l4: None,
             tcp_flags: tcp_flags::ACK,
             tcp_seq_ack: None,
+            tunnel: None,
             payload: Vec::new(),
             pad_to: 0,
         }
@@ -320,6 +385,53 @@ impl PacketBuilder {
         self
     }
 
+    /// Makes the packet VXLAN: a UDP header (source port a hash of `inner`,
+    /// destination 4789), a VXLAN header with the I flag and `vni` (masked to
+    /// 24 bits), then `inner` (an Ethernet frame) as the payload. Call after
+    /// `ipv4` or `ipv6`; replaces any L4 header and payload set before.
+    pub fn vxlan(mut self, vni: u32, inner: &[u8]) -> Self {
+        self.l4 = Some(L4::Udp { sport: entropy_port(inner), dport: vxlan::UDP_PORT });
+        self.tunnel = Some(Tunnel::Vxlan { vni: vni & 0x00ff_ffff });
+        self.payload = inner.to_vec();
+        self
+    }
+
+    /// Makes the packet Geneve: a UDP header (source port a hash of `inner`,
+    /// destination 6081), a Geneve header (version 0, protocol type 0x6558
+    /// Ethernet, `vni` masked to 24 bits, no options yet), then `inner` as the
+    /// payload. Call after `ipv4` or `ipv6`; replaces any L4 header and payload.
+    pub fn geneve(mut self, vni: u32, inner: &[u8]) -> Self {
+        self.l4 = Some(L4::Udp { sport: entropy_port(inner), dport: geneve::UDP_PORT });
+        self.tunnel = Some(Tunnel::Geneve { vni: vni & 0x00ff_ffff, protocol: geneve::PROTO_ETHERNET, options: Vec::new() });
+        self.payload = inner.to_vec();
+        self
+    }
+
+    /// Appends a Geneve option TLV: `class`, `option_type`, and `data`
+    /// zero-padded to a multiple of 4 bytes (at most 124). Call after `geneve`.
+    pub fn geneve_option(mut self, class: u16, option_type: u8, data: &[u8]) -> Self {
+        let Some(Tunnel::Geneve { options, .. }) = &mut self.tunnel else {
+            panic!("geneve_option needs geneve() first");
+        };
+        let words = data.len().div_ceil(4);
+        assert!(words <= 31, "a Geneve option holds at most 124 bytes of data");
+        options.extend_from_slice(&class.to_be_bytes());
+        options.extend_from_slice(&[option_type, words as u8]);
+        options.extend_from_slice(data);
+        options.resize(options.len() + words * 4 - data.len(), 0);
+        self
+    }
+
+    /// Sets the Geneve protocol type (the EtherType of the payload), e.g.
+    /// 0x0800 for a bare IPv4 packet instead of an Ethernet frame. Call after `geneve`.
+    pub fn geneve_protocol(mut self, ethertype: u16) -> Self {
+        let Some(Tunnel::Geneve { protocol, .. }) = &mut self.tunnel else {
+            panic!("geneve_protocol needs geneve() first");
+        };
+        *protocol = ethertype;
+        self
+    }
+
     /// Sets the bytes after the last header.
     pub fn payload(mut self, bytes: &[u8]) -> Self {
         self.payload = bytes.to_vec();
@@ -335,7 +447,7 @@ impl PacketBuilder {
 
     /// Writes the frame.
     pub fn build(&self) -> Vec<u8> {
-        let l4_len = self.l4.map_or(0, L4::header_len) + self.payload.len();
+        let l4_len = self.l4_header_len() + self.payload.len();
         let (ip_len, ip_ethertype) = match &self.ip {
             None => (0, None),
             Some(Ip::V4 { options, .. }) => (
@@ -350,6 +462,10 @@ impl PacketBuilder {
         assert!(
             self.ip.is_some() || self.l4.is_none(),
             "an L4 header needs ipv4() or ipv6()"
+        );
+        assert!(
+            self.tunnel.is_none() || matches!(self.l4, Some(L4::Udp { .. })),
+            "vxlan()/geneve() set the UDP header; another L4 header replaced it"
         );
         let l2_len = ETH_LEN + VLAN_LEN * self.vlans.len();
         let mut buf = vec![0u8; (l2_len + ip_len + l4_len).max(self.pad_to)];
@@ -445,10 +561,19 @@ impl PacketBuilder {
         buf
     }
 
-    /// Writes the L4 header (checksum still zero) and the payload.
+    /// Bytes of L4 header, a tunnel header included.
+    fn l4_header_len(&self) -> usize {
+        self.l4.map_or(0, L4::header_len) + self.tunnel.as_ref().map_or(0, Tunnel::header_len)
+    }
+
+    /// Writes the L4 header (checksum still zero), any tunnel header, and the payload.
     fn write_l4(&self, buf: &mut [u8]) {
         let header_len = self.l4.map_or(0, L4::header_len);
-        buf[header_len..].copy_from_slice(&self.payload);
+        let payload_at = self.l4_header_len();
+        buf[payload_at..].copy_from_slice(&self.payload);
+        if let Some(t) = &self.tunnel {
+            t.write(&mut buf[header_len..payload_at]);
+        }
         match self.l4 {
             None | Some(L4::Raw(_)) => {}
             Some(L4::Tcp { sport, dport }) => {
