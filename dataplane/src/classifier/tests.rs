@@ -167,6 +167,35 @@ fn vlans_macs_ethertype_and_in_port_are_exact() {
 }
 
 #[test]
+fn symmetric_rule_on_inner_addresses_stays_inside_its_vni() {
+    use crate::parser::parse;
+    use crate::wire::build::PacketBuilder;
+    let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+    let m = Match { src_ip: net("192.168.0.1/32"), dst_ip: net("192.168.0.2/32"), vni: Some(5001), ..Match::default() };
+    let set = RuleSet::new(vec![sym(rule("tenant", 10, m))]).unwrap();
+    // Real frames through the parser: VXLAN between two hosts, each direction.
+    let frame = |vni: u32, forward: bool| {
+        let (s, d) = ("192.168.0.1".parse().unwrap(), "192.168.0.2".parse().unwrap());
+        let (s, d, sm, dm) = if forward { (s, d, a, b) } else { (d, s, b, a) };
+        let inner = PacketBuilder::ethernet(sm, dm).ipv4(s, d).tcp(40000, 443).build();
+        let outer = PacketBuilder::ethernet(MacAddr([2, 0, 0, 0, 1, 1]), MacAddr([2, 0, 0, 0, 1, 2]));
+        parse(&outer.ipv4("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()).vxlan(vni, &inner).build(), 1).0
+    };
+    assert_eq!(hit(&set, &frame(5001, true)), Some("tenant"));
+    assert_eq!(hit(&set, &frame(5001, false)), Some("tenant"));
+    assert_eq!(hit(&set, &frame(5002, true)), None);
+    assert_eq!(hit(&set, &frame(5002, false)), None);
+    // The same addresses on a flat network are not in VNI 5001.
+    let flat = key("192.168.0.1", "192.168.0.2", 40000, 443);
+    assert_eq!(hit(&set, &flat), None);
+    // Mirroring keeps the VNI; rules in different VNIs never overlap.
+    assert_eq!(set.rules()[0].matches.mirrored().vni, Some(5001));
+    let other = Match { vni: Some(5002), ..set.rules()[0].matches.clone() };
+    assert!(!set.rules()[0].matches.overlaps(&other));
+    assert!(set.rules()[0].matches.overlaps(&Match::default()));
+}
+
+#[test]
 fn equal_priority_overlap_is_rejected() {
     let a = Match { dst_ip: net("10.0.0.0/8"), ..Match::default() };
     let b = Match { dst_ip: net("10.1.0.0/16"), dst_port: ports(80, 90), ..Match::default() };
@@ -288,7 +317,10 @@ fn a_match() -> impl Strategy<Value = Match> {
         )
     });
     (l2, l34).prop_map(
-        |((in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype), (src_ip, dst_ip, proto, src_port, dst_port, vni))| {
+        |(
+            (in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype),
+            (src_ip, dst_ip, proto, src_port, dst_port, vni),
+        )| {
             Match {
                 in_port,
                 src_mac,

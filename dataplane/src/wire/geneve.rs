@@ -99,7 +99,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> GeneveHeader<T> {
     /// (a multiple of 4, at most 252), no flags, `protocol` and `vni`.
     pub fn set_fields(&mut self, options_len: usize, protocol: u16, vni: u32) {
         assert!(
-            options_len % 4 == 0 && options_len <= 63 * 4,
+            options_len.is_multiple_of(4) && options_len <= 63 * 4,
             "Geneve options must be 4-byte words, at most 252 bytes"
         );
         let b = self.buffer.as_mut();
