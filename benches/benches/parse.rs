@@ -13,42 +13,21 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
     let a = MacAddr([2, 0, 0, 0, 0, 1]);
     let b = MacAddr([2, 0, 0, 0, 0, 2]);
     let v4 = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    let v6: (Ipv6Addr, Ipv6Addr) = (
-        "2001:db8::1".parse().unwrap(),
-        "2001:db8::2".parse().unwrap(),
-    );
-    let tcp4 = PacketBuilder::ethernet(a, b)
-        .ipv4(v4.0, v4.1)
-        .tcp(40000, 80)
-        .pad_to(60)
-        .build();
+    let v6: (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+    let tcp4 = PacketBuilder::ethernet(a, b).ipv4(v4.0, v4.1).tcp(40000, 80).pad_to(60).build();
     vec![
         ("tcp4", tcp4.clone()),
+        ("udp6", PacketBuilder::ethernet(a, b).ipv6(v6.0, v6.1).udp(40000, 53).payload(&[0; 18]).build()),
+        ("qinq_tcp4", PacketBuilder::ethernet(a, b).vlan(100).vlan(200).ipv4(v4.0, v4.1).tcp(40000, 80).build()),
+        // VXLAN over IPv4 around the tcp4 frame: keyed by the inner flow.
         (
-            "udp6",
-            PacketBuilder::ethernet(a, b)
-                .ipv6(v6.0, v6.1)
-                .udp(40000, 53)
-                .payload(&[0; 18])
+            "vxlan_tcp4",
+            PacketBuilder::ethernet(b, a)
+                .ipv4(Ipv4Addr::new(172, 16, 0, 1), Ipv4Addr::new(172, 16, 0, 2))
+                .vxlan(5001, &tcp4)
                 .build(),
         ),
-        (
-            "qinq_tcp4",
-            PacketBuilder::ethernet(a, b)
-                .vlan(100)
-                .vlan(200)
-                .ipv4(v4.0, v4.1)
-                .tcp(40000, 80)
-                .build(),
-        ),
-        (
-            "arp",
-            PacketBuilder::ethernet(a, b)
-                .ethertype(0x0806)
-                .payload(&[0; 28])
-                .pad_to(60)
-                .build(),
-        ),
+        ("arp", PacketBuilder::ethernet(a, b).ethertype(0x0806).payload(&[0; 28]).pad_to(60).build()),
         // Cut inside the TCP header: the malformed path must not be slower.
         ("truncated", tcp4[..14 + 20 + 10].to_vec()),
     ]
@@ -58,9 +37,7 @@ fn bench_parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("dataplane::parse");
     group.throughput(Throughput::Elements(1));
     for (name, frame) in frames() {
-        group.bench_function(name, |bench| {
-            bench.iter(|| parse(black_box(&frame), black_box(1)))
-        });
+        group.bench_function(name, |bench| bench.iter(|| parse(black_box(&frame), black_box(1))));
     }
     group.finish();
 }

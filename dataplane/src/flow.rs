@@ -31,7 +31,9 @@ impl std::str::FromStr for MacAddr {
         let mut out = [0u8; 6];
         let mut parts = s.split([':', '-']);
         for byte in out.iter_mut() {
-            let part = parts.next().ok_or_else(|| format!("`{s}` is not a MAC address (want six hex bytes like 02:00:00:00:00:01)"))?;
+            let part = parts
+                .next()
+                .ok_or_else(|| format!("`{s}` is not a MAC address (want six hex bytes like 02:00:00:00:00:01)"))?;
             if part.len() != 2 {
                 return Err(format!("`{s}` is not a MAC address (want six hex bytes like 02:00:00:00:00:01)"));
             }
@@ -47,6 +49,20 @@ impl std::str::FromStr for MacAddr {
 
 /// Value of [`FlowKey::outer_vlan`] / [`FlowKey::inner_vlan`] when the frame has no such tag.
 pub const NO_VLAN: u16 = 0xffff;
+
+/// Value of [`FlowKey::vni`] for a packet that is not tunnelled. VXLAN and
+/// Geneve VNIs are 24 bits, so every real VNI is below it.
+pub const NO_VNI: u32 = u32::MAX;
+
+/// Values of [`FlowKey::tunnel`]: the overlay encapsulation the key was read through.
+pub mod tunnel {
+    /// Not tunnelled: the key describes the frame as received.
+    pub const NONE: u8 = 0;
+    /// VXLAN (RFC 7348, UDP destination port 4789).
+    pub const VXLAN: u8 = 1;
+    /// Geneve (RFC 8926, UDP destination port 6081) carrying Ethernet.
+    pub const GENEVE: u8 = 2;
+}
 
 /// IP protocol numbers the parser understands beyond the IP header.
 pub mod proto {
@@ -71,6 +87,11 @@ pub mod proto {
 /// that one 16-byte field serves both families; `ip_version` tells them apart.
 /// For ICMP and ICMPv6, `src_port` holds the type and `dst_port` the code, as
 /// Open vSwitch does.
+///
+/// For a VXLAN or Geneve packet carrying Ethernet, every field but `in_port`
+/// describes the *inner* (tenant) frame, and `vni`/`tunnel` say which overlay
+/// network it came through; for any other packet `vni` is [`NO_VNI`] and
+/// `tunnel` is [`tunnel::NONE`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct FlowKey {
     /// Source IP address (IPv4-mapped for IPv4), zero when not IP.
@@ -97,6 +118,10 @@ pub struct FlowKey {
     pub proto: u8,
     /// 4, 6, or 0 when not IP.
     pub ip_version: u8,
+    /// Overlay network id (24-bit VXLAN/Geneve VNI), or [`NO_VNI`].
+    pub vni: u32,
+    /// Encapsulation the fields were read through: a [`tunnel`] constant.
+    pub tunnel: u8,
 }
 
 impl Default for FlowKey {
@@ -114,6 +139,8 @@ impl Default for FlowKey {
             dst_port: 0,
             proto: 0,
             ip_version: 0,
+            vni: NO_VNI,
+            tunnel: tunnel::NONE,
         }
     }
 }
@@ -127,7 +154,8 @@ pub fn ip_to_key_bytes(ip: IpAddr) -> [u8; 16] {
 }
 
 impl FlowKey {
-    /// The key of the reverse direction: addresses and ports swapped.
+    /// The key of the reverse direction: addresses and ports swapped; the
+    /// ingress port, VLANs and overlay (`vni`, `tunnel`) stay.
     pub fn reversed(&self) -> FlowKey {
         FlowKey {
             src_ip: self.dst_ip,
@@ -188,5 +216,13 @@ mod tests {
         assert_eq!(r.src_addr(), Some("10.0.0.2".parse().unwrap()));
         assert_eq!(r.dst_port, 1000);
         assert_eq!(r.reversed(), k);
+    }
+
+    #[test]
+    fn reversed_keeps_the_overlay() {
+        let k = FlowKey { vni: 5001, tunnel: tunnel::VXLAN, src_port: 1, ..FlowKey::default() };
+        let r = k.reversed();
+        assert_eq!((r.vni, r.tunnel, r.dst_port), (5001, tunnel::VXLAN, 1));
+        assert_eq!(FlowKey::default().vni, NO_VNI);
     }
 }

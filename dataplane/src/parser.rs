@@ -9,14 +9,39 @@
 //! A damaged packet is still keyed as far as it parsed, so rules on its L2/L3
 //! fields keep working; the [`Malformed`] reason is returned beside the key
 //! for the worker to count (and for rules or chains that care).
+//!
+//! # Overlays
+//!
+//! A UDP packet to port 4789 (VXLAN) or 6081 (Geneve) whose tunnel header is
+//! complete and valid (VXLAN: I flag set; Geneve: version 0, options inside
+//! the datagram, protocol type 0x6558 Ethernet) is keyed by its *inner*
+//! frame, with [`FlowKey::vni`] and [`FlowKey::tunnel`] set and `in_port`
+//! the ingress port. Exactly one level is decapsulated (a tunnel inside the
+//! inner frame is keyed as the inner UDP packet it is), so the work stays O(1).
+//!
+//! Anything that cannot be decapsulated is keyed as the outer UDP packet it
+//! is and is *not* malformed: a datagram too short for the tunnel header, a
+//! VXLAN header without the I flag, a Geneve header of another version, with
+//! options running past the datagram or carrying a non-Ethernet payload, and
+//! outer IP fragments (the inner frame would be incomplete). The ports are
+//! only a convention, so such packets may well be some other application's.
+//!
+//! Malformed reasons of an encapsulated packet: an outer length field that
+//! claims more than the frame holds (a cut frame) is reported as the outer
+//! `BadIpv4TotalLength`/`BadIpv6PayloadLength`, since it causes whatever is
+//! missing inside; otherwise the reason is the inner frame's, whose key is
+//! filled as far as it parsed (an inner frame under 14 bytes is
+//! `TruncatedEthernet` with only `in_port`, `vni` and `tunnel` in the key).
 
-use crate::flow::{proto, FlowKey};
+use crate::flow::{proto, tunnel, FlowKey};
 use crate::packet::PortId;
 use crate::wire::ethernet::{ethertype, EthernetFrame};
+use crate::wire::geneve::{self, GeneveHeader};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::{next_header, Ipv6ExtHeader, Ipv6Packet};
 use crate::wire::l4::{IcmpHeader, Icmpv6Header, SctpHeader, TcpHeader, UdpHeader};
 use crate::wire::vlan::VlanTag;
+use crate::wire::vxlan::{self, VxlanHeader};
 use crate::wire::Error;
 
 /// VLAN tags the key has room for (outer and inner); a third is malformed.
@@ -31,7 +56,8 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Malformed {
-    /// Shorter than an Ethernet header: the key only has `in_port`.
+    /// Shorter than an Ethernet header: the key only has `in_port` (and, for
+    /// a short inner frame of a tunnel, `vni` and `tunnel`).
     TruncatedEthernet,
     /// A TPID announced a VLAN tag the frame does not hold.
     TruncatedVlan,
@@ -109,19 +135,71 @@ impl Malformed {
 /// filled as far as the headers could be read, and why parsing stopped early
 /// if it did. Non-IP frames (ARP, LLDP, 802.3 length frames...) are keyed by
 /// their L2 fields and are not malformed; neither are non-first fragments,
-/// which are keyed without ports.
+/// which are keyed without ports. VXLAN and Geneve packets are keyed by their
+/// inner frame (see the module documentation, "Overlays").
 #[inline]
 pub fn parse(frame: &[u8], in_port: PortId) -> (FlowKey, Option<Malformed>) {
-    let mut key = FlowKey {
-        in_port,
-        ..FlowKey::default()
-    };
-    let result = parse_l2(frame, &mut key);
-    (key, result.err())
+    let mut key = FlowKey { in_port, ..FlowKey::default() };
+    let mut decap = Decap { allowed: true, found: None };
+    let outer = parse_l2(frame, &mut key, &mut decap);
+    match decap.found {
+        None => (key, outer.err()),
+        Some(t) => parse_tunnelled(t, in_port, outer),
+    }
+}
+
+/// Keys the inner frame of a tunnel; `outer` is how the outer headers
+/// parsed (an outer length error wins: it is what cut the inner frame).
+/// Kept out of line so the flat-network fast path stays small.
+#[inline(never)]
+fn parse_tunnelled(t: Tunnel<'_>, in_port: PortId, outer: Result<(), Malformed>) -> (FlowKey, Option<Malformed>) {
+    let mut key = FlowKey { in_port, vni: t.vni, tunnel: t.kind, ..FlowKey::default() };
+    let mut no_nesting = Decap { allowed: false, found: None };
+    let inner = parse_l2(t.inner, &mut key, &mut no_nesting);
+    (key, outer.and(inner).err())
+}
+
+/// An overlay header found behind the outer UDP header.
+#[derive(Clone, Copy)]
+struct Tunnel<'a> {
+    /// A [`tunnel`] constant.
+    kind: u8,
+    vni: u32,
+    /// The encapsulated Ethernet frame.
+    inner: &'a [u8],
+}
+
+/// Decapsulation state of one parse, threaded through the layers.
+struct Decap<'a> {
+    /// False for the inner frame (one level only) and for outer IP fragments.
+    allowed: bool,
+    /// Set by the UDP layer when the datagram is a tunnel.
+    found: Option<Tunnel<'a>>,
+}
+
+/// The tunnel carried by a UDP datagram to `dst_port` with `payload`, if it
+/// is a complete and valid VXLAN or Ethernet-carrying Geneve header.
+#[inline]
+fn find_tunnel(dst_port: u16, payload: &[u8]) -> Option<Tunnel<'_>> {
+    match dst_port {
+        vxlan::UDP_PORT => {
+            let h = VxlanHeader::new_checked(payload).ok()?;
+            (h.flags() & vxlan::FLAG_I != 0).then(|| Tunnel { kind: tunnel::VXLAN, vni: h.vni(), inner: h.payload() })
+        }
+        geneve::UDP_PORT => {
+            let h = GeneveHeader::new_checked(payload).ok()?;
+            (h.protocol() == geneve::PROTO_ETHERNET).then(|| Tunnel {
+                kind: tunnel::GENEVE,
+                vni: h.vni(),
+                inner: h.payload(),
+            })
+        }
+        _ => None,
+    }
 }
 
 #[inline(always)]
-fn parse_l2(frame: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn parse_l2<'a>(frame: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Malformed::TruncatedEthernet)?;
     key.dst_mac = eth.dst_addr();
     key.src_mac = eth.src_addr();
@@ -148,14 +226,14 @@ fn parse_l2(frame: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
     }
 
     match ethertype {
-        ethertype::IPV4 => parse_ipv4(rest, key),
-        ethertype::IPV6 => parse_ipv6(rest, key),
+        ethertype::IPV4 => parse_ipv4(rest, key, decap),
+        ethertype::IPV6 => parse_ipv6(rest, key, decap),
         _ => Ok(()),
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn parse_ipv4<'a>(data: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let ip = Ipv4Packet::new_checked(data).map_err(|e| match e {
         Error::Truncated => Malformed::TruncatedIpv4,
         Error::BadVersion => Malformed::BadIpv4Version,
@@ -174,13 +252,12 @@ fn parse_ipv4(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
     }
     // Bytes beyond total_len are Ethernet padding; fewer bytes than total_len
     // is a lie (or a snap length), reported but parsed as far as it goes.
-    let (end, length_error) = if total_len <= data.len() {
-        (total_len, None)
-    } else {
-        (data.len(), Some(Malformed::BadIpv4TotalLength))
-    };
+    let (end, length_error) =
+        if total_len <= data.len() { (total_len, None) } else { (data.len(), Some(Malformed::BadIpv4TotalLength)) };
     let l4_result = if ip.frag_offset() == 0 {
-        parse_l4(protocol, data.get(header_len..end).unwrap_or_default(), key)
+        // A first fragment holds only the start of a tunnel's inner frame.
+        decap.allowed &= !ip.more_frags();
+        parse_l4(protocol, data.get(header_len..end).unwrap_or_default(), key, decap)
     } else {
         Ok(())
     };
@@ -189,7 +266,7 @@ fn parse_ipv4(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
 }
 
 #[inline(always)]
-fn parse_ipv6(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn parse_ipv6<'a>(data: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let ip = Ipv6Packet::new_checked(data).map_err(|e| match e {
         Error::BadVersion => Malformed::BadIpv6Version,
         // The IPv6 view never reports BadHeaderLen; the fixed header has no length field.
@@ -202,10 +279,10 @@ fn parse_ipv6(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
     let payload = ip.payload();
     let payload_len = usize::from(ip.payload_len());
     match payload.get(..payload_len) {
-        Some(payload) => walk_ipv6(ip.next_header(), payload, key),
+        Some(payload) => walk_ipv6(ip.next_header(), payload, key, decap),
         None => {
             // As for IPv4: key what is there, report the length as the cause.
-            let _ = walk_ipv6(ip.next_header(), payload, key);
+            let _ = walk_ipv6(ip.next_header(), payload, key, decap);
             Err(Malformed::BadIpv6PayloadLength)
         }
     }
@@ -214,7 +291,7 @@ fn parse_ipv6(data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
 /// Walks the extension headers from next-header `nh` to the upper layer.
 /// `proto` ends up as the last next-header reached, even when the walk stops early.
 #[inline(always)]
-fn walk_ipv6(mut nh: u8, mut rest: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn walk_ipv6<'a>(mut nh: u8, mut rest: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let mut walked = 0;
     while matches!(
         nh,
@@ -231,6 +308,8 @@ fn walk_ipv6(mut nh: u8, mut rest: &[u8], key: &mut FlowKey) -> Result<(), Malfo
         walked += 1;
         let ext = Ipv6ExtHeader::new_checked(rest, nh).map_err(|_| Malformed::BadIpv6ExtHeader)?;
         let later_fragment = nh == next_header::FRAGMENT && ext.frag_offset() != 0;
+        // Any fragment header: a tunnel's inner frame would be incomplete.
+        decap.allowed &= nh != next_header::FRAGMENT;
         nh = ext.next_header();
         rest = ext.payload();
         if later_fragment {
@@ -239,43 +318,41 @@ fn walk_ipv6(mut nh: u8, mut rest: &[u8], key: &mut FlowKey) -> Result<(), Malfo
         }
     }
     key.proto = nh;
-    parse_l4(nh, rest, key)
+    parse_l4(nh, rest, key, decap)
 }
 
 /// Reads ports (or ICMP type/code) for the protocols that have them; any
-/// other protocol (ESP, GRE, No Next Header...) leaves them zero.
+/// other protocol (ESP, GRE, No Next Header...) leaves them zero. Notes a
+/// VXLAN or Geneve tunnel in `decap` when it is allowed to.
 #[inline(always)]
-fn parse_l4(protocol: u8, data: &[u8], key: &mut FlowKey) -> Result<(), Malformed> {
+fn parse_l4<'a>(protocol: u8, data: &'a [u8], key: &mut FlowKey, decap: &mut Decap<'a>) -> Result<(), Malformed> {
     let (src, dst) = match protocol {
         proto::TCP => TcpHeader::new_checked(data).map(|h| (h.src_port(), h.dst_port())),
         proto::UDP => UdpHeader::new_checked(data).map(|h| (h.src_port(), h.dst_port())),
         proto::SCTP => SctpHeader::new_checked(data).map(|h| (h.src_port(), h.dst_port())),
-        proto::ICMP => {
-            IcmpHeader::new_checked(data).map(|h| (h.msg_type().into(), h.msg_code().into()))
-        }
-        proto::ICMPV6 => {
-            Icmpv6Header::new_checked(data).map(|h| (h.msg_type().into(), h.msg_code().into()))
-        }
+        proto::ICMP => IcmpHeader::new_checked(data).map(|h| (h.msg_type().into(), h.msg_code().into())),
+        proto::ICMPV6 => Icmpv6Header::new_checked(data).map(|h| (h.msg_type().into(), h.msg_code().into())),
         _ => return Ok(()),
     }
     .map_err(|_| Malformed::TruncatedL4)?;
     key.src_port = src;
     key.dst_port = dst;
+    if protocol == proto::UDP && decap.allowed && matches!(dst, vxlan::UDP_PORT | geneve::UDP_PORT) {
+        decap.found = find_tunnel(dst, data.get(UdpHeader::<&[u8]>::HEADER_LEN..).unwrap_or_default());
+    }
     Ok(())
 }
 
 /// `::ffff:a.b.c.d`, the form [`FlowKey`] stores IPv4 addresses in.
 #[inline(always)]
 fn v4_mapped(o: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3],
-    ]
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3]]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{ip_to_key_bytes, MacAddr, NO_VLAN};
+    use crate::flow::{ip_to_key_bytes, MacAddr, NO_VLAN, NO_VNI};
     use crate::wire::build::{Ext, PacketBuilder};
     use crate::wire::ethernet::ethertype as et;
     use proptest::prelude::*;
@@ -301,38 +378,37 @@ mod tests {
     /// IPv4 TCP SYN with MSS/SACK/timestamp/window-scale options,
     /// 192.168.56.101:54321 -> 93.184.216.34:80.
     const TCP4_SYN: [u8; 74] = [
-        0x52, 0x54, 0x00, 0x12, 0x35, 0x02, 0x08, 0x00, 0x27, 0x8a, 0x3c, 0x1e, 0x08, 0x00, 0x45,
-        0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0xef, 0x8d, 0xc0, 0xa8, 0x38, 0x65,
-        0x5d, 0xb8, 0xd8, 0x22, 0xd4, 0x31, 0x00, 0x50, 0x3a, 0x5b, 0x1c, 0x2d, 0x00, 0x00, 0x00,
-        0x00, 0xa0, 0x02, 0xfa, 0xf0, 0xc7, 0xc6, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02,
-        0x08, 0x0a, 0x00, 0x1a, 0x2b, 0x3c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
+        0x52, 0x54, 0x00, 0x12, 0x35, 0x02, 0x08, 0x00, 0x27, 0x8a, 0x3c, 0x1e, 0x08, 0x00, 0x45, 0x00, 0x00, 0x3c,
+        0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0xef, 0x8d, 0xc0, 0xa8, 0x38, 0x65, 0x5d, 0xb8, 0xd8, 0x22, 0xd4, 0x31,
+        0x00, 0x50, 0x3a, 0x5b, 0x1c, 0x2d, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0xc7, 0xc6, 0x00, 0x00,
+        0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x1a, 0x2b, 0x3c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03,
+        0x03, 0x07,
     ];
 
     /// IPv6 UDP DNS query for example.com, [2001:db8::10]:41000 -> [2001:4860:4860::8888]:53.
     const UDP6_DNS: [u8; 91] = [
-        0x52, 0x54, 0x00, 0x12, 0x35, 0x02, 0x08, 0x00, 0x27, 0x78, 0xa3, 0xc1, 0x86, 0xdd, 0x60,
-        0x00, 0x00, 0x00, 0x00, 0x25, 0x11, 0x40, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x20, 0x01, 0x48, 0x60, 0x48, 0x60, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x88, 0x88, 0xa0, 0x28, 0x00, 0x35, 0x00, 0x25,
-        0x7c, 0xf8, 0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07,
-        0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x01, 0x00,
+        0x52, 0x54, 0x00, 0x12, 0x35, 0x02, 0x08, 0x00, 0x27, 0x78, 0xa3, 0xc1, 0x86, 0xdd, 0x60, 0x00, 0x00, 0x00,
+        0x00, 0x25, 0x11, 0x40, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x10, 0x20, 0x01, 0x48, 0x60, 0x48, 0x60, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x88, 0x88,
+        0xa0, 0x28, 0x00, 0x35, 0x00, 0x25, 0x7c, 0xf8, 0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x07, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x01, 0x00,
         0x01,
     ];
 
     /// LLDP from 0c:c4:7a:12:34:56, port "eth0", TTL 120, padded to 60 bytes.
     const LLDP: [u8; 60] = [
-        0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e, 0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56, 0x88, 0xcc, 0x02,
-        0x07, 0x04, 0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56, 0x04, 0x05, 0x05, 0x65, 0x74, 0x68, 0x30,
-        0x06, 0x02, 0x00, 0x78, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e, 0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56, 0x88, 0xcc, 0x02, 0x07, 0x04, 0x0c,
+        0xc4, 0x7a, 0x12, 0x34, 0x56, 0x04, 0x05, 0x05, 0x65, 0x74, 0x68, 0x30, 0x06, 0x02, 0x00, 0x78, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
     /// ARP who-has 10.0.0.2 tell 10.0.0.1, from 52:54:00:12:34:56, padded to 60 bytes.
     const ARP_REQUEST: [u8; 60] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06, 0x00,
-        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x0a, 0x00,
-        0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00,
+        0x06, 0x04, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x0a, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x0a, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
     #[test]
@@ -343,10 +419,7 @@ mod tests {
         assert_eq!(k.dst_mac, MacAddr([0x52, 0x54, 0x00, 0x12, 0x35, 0x02]));
         assert_eq!(k.src_mac, MacAddr([0x08, 0x00, 0x27, 0x8a, 0x3c, 0x1e]));
         assert_eq!((k.outer_vlan, k.inner_vlan), (NO_VLAN, NO_VLAN));
-        assert_eq!(
-            (k.ethertype, k.ip_version, k.proto),
-            (0x0800, 4, proto::TCP)
-        );
+        assert_eq!((k.ethertype, k.ip_version, k.proto), (0x0800, 4, proto::TCP));
         assert_eq!(k.src_addr(), Some("192.168.56.101".parse().unwrap()));
         assert_eq!(k.dst_addr(), Some("93.184.216.34".parse().unwrap()));
         assert_eq!((k.src_port, k.dst_port), (54321, 80));
@@ -356,10 +429,7 @@ mod tests {
     fn fixture_udp6_dns() {
         let (k, m) = parse(&UDP6_DNS, 0);
         assert_eq!(m, None);
-        assert_eq!(
-            (k.ethertype, k.ip_version, k.proto),
-            (0x86dd, 6, proto::UDP)
-        );
+        assert_eq!((k.ethertype, k.ip_version, k.proto), (0x86dd, 6, proto::UDP));
         assert_eq!(k.src_addr(), Some("2001:db8::10".parse().unwrap()));
         assert_eq!(k.dst_addr(), Some("2001:4860:4860::8888".parse().unwrap()));
         assert_eq!((k.src_port, k.dst_port), (41000, 53));
@@ -368,59 +438,25 @@ mod tests {
     #[test]
     fn fixture_non_ip_is_l2_only_and_fine() {
         for (frame, ethertype, src) in [
-            (
-                &ARP_REQUEST[..],
-                et::ARP,
-                MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
-            ),
-            (
-                &LLDP[..],
-                et::LLDP,
-                MacAddr([0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56]),
-            ),
+            (&ARP_REQUEST[..], et::ARP, MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56])),
+            (&LLDP[..], et::LLDP, MacAddr([0x0c, 0xc4, 0x7a, 0x12, 0x34, 0x56])),
         ] {
             let (k, m) = parse(frame, 1);
             assert_eq!(m, None);
-            let expected = FlowKey {
-                in_port: 1,
-                src_mac: src,
-                dst_mac: k.dst_mac,
-                ethertype,
-                ..FlowKey::default()
-            };
+            let expected = FlowKey { in_port: 1, src_mac: src, dst_mac: k.dst_mac, ethertype, ..FlowKey::default() };
             assert_eq!(k, expected);
         }
         assert_eq!(parse(&ARP_REQUEST, 0).0.dst_mac, MacAddr::BROADCAST);
         // An 802.3 length frame (LLC) keys its length field as the EtherType.
-        let llc = PacketBuilder::ethernet(A, B)
-            .ethertype(46)
-            .payload(&[0x42; 46])
-            .build();
-        assert_eq!(
-            parse(&llc, 0),
-            (
-                FlowKey {
-                    src_mac: A,
-                    dst_mac: B,
-                    ethertype: 46,
-                    ..FlowKey::default()
-                },
-                None
-            )
-        );
+        let llc = PacketBuilder::ethernet(A, B).ethertype(46).payload(&[0x42; 46]).build();
+        assert_eq!(parse(&llc, 0), (FlowKey { src_mac: A, dst_mac: B, ethertype: 46, ..FlowKey::default() }, None));
     }
 
     // ---- Builder-made combinations. ----
 
     /// Base key for A -> B on port 7.
     fn l2_key(ethertype: u16) -> FlowKey {
-        FlowKey {
-            in_port: 7,
-            src_mac: A,
-            dst_mac: B,
-            ethertype,
-            ..FlowKey::default()
-        }
+        FlowKey { in_port: 7, src_mac: A, dst_mac: B, ethertype, ..FlowKey::default() }
     }
     fn v4_key(proto: u8, sport: u16, dport: u16) -> FlowKey {
         FlowKey {
@@ -453,26 +489,11 @@ mod tests {
     fn ipv4_and_ipv6_times_each_l4() {
         let v4 = || PacketBuilder::ethernet(A, B).ipv4(V4A, V4B);
         let v6 = || PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b());
-        check(
-            &v4().tcp(1000, 80).pad_to(60).build(),
-            v4_key(proto::TCP, 1000, 80),
-        );
-        check(
-            &v4().udp(5353, 53).payload(b"q").build(),
-            v4_key(proto::UDP, 5353, 53),
-        );
-        check(
-            &v4().sctp(2905, 2906).build(),
-            v4_key(proto::SCTP, 2905, 2906),
-        );
-        check(
-            &v4().icmp(8, 0).pad_to(60).build(),
-            v4_key(proto::ICMP, 8, 0),
-        );
-        check(
-            &v4().ip_proto(47).payload(&[0; 4]).build(),
-            v4_key(47, 0, 0),
-        );
+        check(&v4().tcp(1000, 80).pad_to(60).build(), v4_key(proto::TCP, 1000, 80));
+        check(&v4().udp(5353, 53).payload(b"q").build(), v4_key(proto::UDP, 5353, 53));
+        check(&v4().sctp(2905, 2906).build(), v4_key(proto::SCTP, 2905, 2906));
+        check(&v4().icmp(8, 0).pad_to(60).build(), v4_key(proto::ICMP, 8, 0));
+        check(&v4().ip_proto(47).payload(&[0; 4]).build(), v4_key(47, 0, 0));
         check(&v6().tcp(1000, 443).build(), v6_key(proto::TCP, 1000, 443));
         check(&v6().udp(546, 547).build(), v6_key(proto::UDP, 546, 547));
         check(&v6().sctp(1, 2).build(), v6_key(proto::SCTP, 1, 2));
@@ -482,72 +503,23 @@ mod tests {
 
     #[test]
     fn vlan_and_qinq() {
-        let single = PacketBuilder::ethernet(A, B)
-            .vlan(100)
-            .ipv4(V4A, V4B)
-            .udp(1, 2)
-            .build();
-        check(
-            &single,
-            FlowKey {
-                outer_vlan: 100,
-                ..v4_key(proto::UDP, 1, 2)
-            },
-        );
-        let qinq = PacketBuilder::ethernet(A, B)
-            .vlan(100)
-            .vlan(200)
-            .ipv6(v6a(), v6b())
-            .tcp(3, 4)
-            .build();
-        check(
-            &qinq,
-            FlowKey {
-                outer_vlan: 100,
-                inner_vlan: 200,
-                ..v6_key(proto::TCP, 3, 4)
-            },
-        );
+        let single = PacketBuilder::ethernet(A, B).vlan(100).ipv4(V4A, V4B).udp(1, 2).build();
+        check(&single, FlowKey { outer_vlan: 100, ..v4_key(proto::UDP, 1, 2) });
+        let qinq = PacketBuilder::ethernet(A, B).vlan(100).vlan(200).ipv6(v6a(), v6b()).tcp(3, 4).build();
+        check(&qinq, FlowKey { outer_vlan: 100, inner_vlan: 200, ..v6_key(proto::TCP, 3, 4) });
         // The pre-standard 0x9100 TPID counts as a tag too.
         let mut old = single.clone();
         old[12..14].copy_from_slice(&et::QINQ_OLD.to_be_bytes());
-        check(
-            &old,
-            FlowKey {
-                outer_vlan: 100,
-                ..v4_key(proto::UDP, 1, 2)
-            },
-        );
-        let arp = PacketBuilder::ethernet(A, B)
-            .vlan(0)
-            .vlan(4095)
-            .ethertype(et::ARP)
-            .payload(&ARP_REQUEST[14..42])
-            .build();
-        check(
-            &arp,
-            FlowKey {
-                outer_vlan: 0,
-                inner_vlan: 4095,
-                ..l2_key(et::ARP)
-            },
-        );
+        check(&old, FlowKey { outer_vlan: 100, ..v4_key(proto::UDP, 1, 2) });
+        let arp =
+            PacketBuilder::ethernet(A, B).vlan(0).vlan(4095).ethertype(et::ARP).payload(&ARP_REQUEST[14..42]).build();
+        check(&arp, FlowKey { outer_vlan: 0, inner_vlan: 4095, ..l2_key(et::ARP) });
     }
 
     #[test]
     fn three_tags_are_too_many() {
-        let f = PacketBuilder::ethernet(A, B)
-            .vlan(1)
-            .vlan(2)
-            .vlan(3)
-            .ipv4(V4A, V4B)
-            .tcp(1, 2)
-            .build();
-        let expected = FlowKey {
-            outer_vlan: 1,
-            inner_vlan: 2,
-            ..l2_key(et::VLAN)
-        };
+        let f = PacketBuilder::ethernet(A, B).vlan(1).vlan(2).vlan(3).ipv4(V4A, V4B).tcp(1, 2).build();
+        let expected = FlowKey { outer_vlan: 1, inner_vlan: 2, ..l2_key(et::VLAN) };
         assert_eq!(parse(&f, 7), (expected, Some(Malformed::TooManyVlanTags)));
     }
 
@@ -559,28 +531,16 @@ mod tests {
             .udp(7, 9)
             .build();
         check(&f, v4_key(proto::UDP, 7, 9));
-        let max = PacketBuilder::ethernet(A, B)
-            .ipv4(V4A, V4B)
-            .ipv4_options(&[1; 40])
-            .tcp(7, 9)
-            .build();
+        let max = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).ipv4_options(&[1; 40]).tcp(7, 9).build();
         check(&max, v4_key(proto::TCP, 7, 9));
     }
 
     #[test]
     fn ipv4_fragments() {
-        let first = PacketBuilder::ethernet(A, B)
-            .ipv4(V4A, V4B)
-            .ipv4_fragment(0, true)
-            .udp(1, 2)
-            .payload(&[0; 64])
-            .build();
+        let first =
+            PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).ipv4_fragment(0, true).udp(1, 2).payload(&[0; 64]).build();
         check(&first, v4_key(proto::UDP, 1, 2));
-        let later = PacketBuilder::ethernet(A, B)
-            .ipv4(V4A, V4B)
-            .ipv4_fragment(9, false)
-            .udp(1, 2)
-            .build();
+        let later = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).ipv4_fragment(9, false).udp(1, 2).build();
         check(&later, v4_key(proto::UDP, 0, 0));
         // A short non-first fragment has no L4 header to miss.
         let tiny = PacketBuilder::ethernet(A, B)
@@ -595,18 +555,12 @@ mod tests {
     #[test]
     fn ipv6_extension_headers() {
         let v6 = || PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b());
-        check(
-            &v6().ipv6_ext_hop_by_hop().icmpv6(143, 0).build(),
-            v6_key(proto::ICMPV6, 143, 0),
-        );
+        check(&v6().ipv6_ext_hop_by_hop().icmpv6(143, 0).build(), v6_key(proto::ICMPV6, 143, 0));
         let all = v6()
             .ipv6_ext_hop_by_hop()
             .ipv6_ext(Ext::DestOpts)
             .ipv6_ext(Ext::Routing)
-            .ipv6_ext(Ext::Fragment {
-                offset: 0,
-                more: true,
-            })
+            .ipv6_ext(Ext::Fragment { offset: 0, more: true })
             .ipv6_ext(Ext::Ah)
             .ipv6_ext(Ext::DestOpts)
             .tcp(10, 20)
@@ -614,30 +568,14 @@ mod tests {
         check(&all, v6_key(proto::TCP, 10, 20));
         // ESP ends the walk: what follows is encrypted.
         check(
-            &v6()
-                .ipv6_ext(Ext::Ah)
-                .ip_proto(next_header::ESP)
-                .payload(&[0; 16])
-                .build(),
+            &v6().ipv6_ext(Ext::Ah).ip_proto(next_header::ESP).payload(&[0; 16]).build(),
             v6_key(next_header::ESP, 0, 0),
         );
         // A non-first fragment: proto is the fragment's next header, no ports.
-        let later = v6()
-            .ipv6_ext(Ext::Fragment {
-                offset: 100,
-                more: false,
-            })
-            .udp(1, 2)
-            .build();
+        let later = v6().ipv6_ext(Ext::Fragment { offset: 100, more: false }).udp(1, 2).build();
         check(&later, v6_key(proto::UDP, 0, 0));
-        let later_ext = v6()
-            .ipv6_ext(Ext::Fragment {
-                offset: 3,
-                more: true,
-            })
-            .ipv6_ext(Ext::DestOpts)
-            .udp(1, 2)
-            .build();
+        let later_ext =
+            v6().ipv6_ext(Ext::Fragment { offset: 3, more: true }).ipv6_ext(Ext::DestOpts).udp(1, 2).build();
         check(&later_ext, v6_key(next_header::DEST_OPTS, 0, 0));
     }
 
@@ -645,9 +583,7 @@ mod tests {
     fn ipv6_extension_header_limit() {
         let chain = |n: usize| {
             (0..n)
-                .fold(PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()), |b, _| {
-                    b.ipv6_ext(Ext::DestOpts)
-                })
+                .fold(PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()), |b, _| b.ipv6_ext(Ext::DestOpts))
                 .udp(1, 2)
                 .build()
         };
@@ -659,142 +595,67 @@ mod tests {
 
     #[test]
     fn bad_ipv6_ext_header_length() {
-        let mut f = PacketBuilder::ethernet(A, B)
-            .ipv6(v6a(), v6b())
-            .ipv6_ext_hop_by_hop()
-            .tcp(1, 2)
-            .build();
+        let mut f = PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()).ipv6_ext_hop_by_hop().tcp(1, 2).build();
         f[14 + 40 + 1] = 9; // hop-by-hop now claims 80 bytes
-        assert_eq!(
-            parse(&f, 7),
-            (
-                v6_key(next_header::HOP_BY_HOP, 0, 0),
-                Some(Malformed::BadIpv6ExtHeader)
-            )
-        );
+        assert_eq!(parse(&f, 7), (v6_key(next_header::HOP_BY_HOP, 0, 0), Some(Malformed::BadIpv6ExtHeader)));
     }
 
     #[test]
     fn bad_versions() {
-        let mut f = PacketBuilder::ethernet(A, B)
-            .ipv4(V4A, V4B)
-            .tcp(1, 2)
-            .build();
+        let mut f = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).tcp(1, 2).build();
         f[14] = 0x65;
-        assert_eq!(
-            parse(&f, 7),
-            (l2_key(et::IPV4), Some(Malformed::BadIpv4Version))
-        );
-        let mut f = PacketBuilder::ethernet(A, B)
-            .ipv6(v6a(), v6b())
-            .tcp(1, 2)
-            .build();
+        assert_eq!(parse(&f, 7), (l2_key(et::IPV4), Some(Malformed::BadIpv4Version)));
+        let mut f = PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()).tcp(1, 2).build();
         f[14] = 0x45;
-        assert_eq!(
-            parse(&f, 7),
-            (l2_key(et::IPV6), Some(Malformed::BadIpv6Version))
-        );
+        assert_eq!(parse(&f, 7), (l2_key(et::IPV6), Some(Malformed::BadIpv6Version)));
     }
 
     #[test]
     fn bad_ihl() {
         for ihl in 0..5u8 {
-            let mut f = PacketBuilder::ethernet(A, B)
-                .ipv4(V4A, V4B)
-                .tcp(1, 2)
-                .build();
+            let mut f = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).tcp(1, 2).build();
             f[14] = 0x40 | ihl;
-            assert_eq!(
-                parse(&f, 7),
-                (l2_key(et::IPV4), Some(Malformed::BadIhl)),
-                "ihl {ihl}"
-            );
+            assert_eq!(parse(&f, 7), (l2_key(et::IPV4), Some(Malformed::BadIhl)), "ihl {ihl}");
         }
         // IHL 15 (60 bytes) in a 40-byte datagram: the header runs off the frame.
-        let mut f = PacketBuilder::ethernet(A, B)
-            .ipv4(V4A, V4B)
-            .tcp(1, 2)
-            .build();
+        let mut f = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).tcp(1, 2).build();
         f[14] = 0x4f;
         f.truncate(14 + 40);
-        assert_eq!(
-            parse(&f, 7),
-            (l2_key(et::IPV4), Some(Malformed::TruncatedIpv4))
-        );
+        assert_eq!(parse(&f, 7), (l2_key(et::IPV4), Some(Malformed::TruncatedIpv4)));
     }
 
     #[test]
     fn bogus_ipv4_total_length() {
-        let f = PacketBuilder::ethernet(A, B)
-            .ipv4(V4A, V4B)
-            .tcp(1, 2)
-            .pad_to(80)
-            .build();
+        let f = PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).tcp(1, 2).pad_to(80).build();
         let with_total = |total: u16| {
             let mut g = f.clone();
             g[16..18].copy_from_slice(&total.to_be_bytes());
             parse(&g, 7)
         };
         // Below the header length: addresses, but nothing after them.
-        assert_eq!(
-            with_total(19),
-            (
-                v4_key(proto::TCP, 0, 0),
-                Some(Malformed::BadIpv4TotalLength)
-            )
-        );
+        assert_eq!(with_total(19), (v4_key(proto::TCP, 0, 0), Some(Malformed::BadIpv4TotalLength)));
         // Beyond the frame: flagged, ports still read from the bytes present.
-        assert_eq!(
-            with_total(1500),
-            (
-                v4_key(proto::TCP, 1, 2),
-                Some(Malformed::BadIpv4TotalLength)
-            )
-        );
+        assert_eq!(with_total(1500), (v4_key(proto::TCP, 1, 2), Some(Malformed::BadIpv4TotalLength)));
         // Shorter than the padded frame but covering TCP: padding, fine.
         assert_eq!(with_total(40), (v4_key(proto::TCP, 1, 2), None));
         // Covers only part of the TCP header: L4 truncated.
-        assert_eq!(
-            with_total(30),
-            (v4_key(proto::TCP, 0, 0), Some(Malformed::TruncatedL4))
-        );
+        assert_eq!(with_total(30), (v4_key(proto::TCP, 0, 0), Some(Malformed::TruncatedL4)));
     }
 
     #[test]
     fn bogus_ipv6_payload_length() {
-        let mut f = PacketBuilder::ethernet(A, B)
-            .ipv6(v6a(), v6b())
-            .udp(1, 2)
-            .build();
+        let mut f = PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()).udp(1, 2).build();
         f[18..20].copy_from_slice(&100u16.to_be_bytes());
-        assert_eq!(
-            parse(&f, 7),
-            (
-                v6_key(proto::UDP, 1, 2),
-                Some(Malformed::BadIpv6PayloadLength)
-            )
-        );
+        assert_eq!(parse(&f, 7), (v6_key(proto::UDP, 1, 2), Some(Malformed::BadIpv6PayloadLength)));
         f[18..20].copy_from_slice(&4u16.to_be_bytes());
-        assert_eq!(
-            parse(&f, 7),
-            (v6_key(proto::UDP, 0, 0), Some(Malformed::TruncatedL4))
-        );
+        assert_eq!(parse(&f, 7), (v6_key(proto::UDP, 0, 0), Some(Malformed::TruncatedL4)));
     }
 
     #[test]
     fn empty_and_tiny_frames() {
         for n in 0..14 {
             let (k, m) = parse(&TCP4_SYN[..n], 9);
-            assert_eq!(
-                (k, m),
-                (
-                    FlowKey {
-                        in_port: 9,
-                        ..FlowKey::default()
-                    },
-                    Some(Malformed::TruncatedEthernet)
-                )
-            );
+            assert_eq!((k, m), (FlowKey { in_port: 9, ..FlowKey::default() }, Some(Malformed::TruncatedEthernet)));
         }
     }
 
@@ -804,14 +665,178 @@ mod tests {
         for (i, m) in Malformed::ALL.iter().enumerate() {
             assert_eq!(*m as usize, i, "ALL must be in discriminant order");
             let name = m.name();
-            assert!(
-                name.chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
-                "{name}"
-            );
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()), "{name}");
             assert!(names.insert(name), "duplicate name {name}");
         }
         assert_eq!(names.len(), Malformed::COUNT);
+    }
+
+    // ---- Overlays. ----
+
+    const OA: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+    const OB: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
+    const HOST_A: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+    const HOST_B: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 2);
+
+    /// `inner` in VXLAN or Geneve over IPv4 or IPv6 between two hosts.
+    fn encapsulate(v6: bool, geneve: bool, vni: u32, inner: &[u8]) -> Vec<u8> {
+        let outer = PacketBuilder::ethernet(OA, OB);
+        let outer = if v6 {
+            outer.ipv6("2001:db8:f::1".parse().unwrap(), "2001:db8:f::2".parse().unwrap())
+        } else {
+            outer.ipv4(HOST_A, HOST_B)
+        };
+        if geneve { outer.geneve(vni, inner) } else { outer.vxlan(vni, inner) }.build()
+    }
+
+    /// The inner key of an A -> B TCP 1000 -> 80 flow in `vni`.
+    fn tunnelled(kind: u8, vni: u32) -> FlowKey {
+        FlowKey { vni, tunnel: kind, ..v4_key(proto::TCP, 1000, 80) }
+    }
+
+    fn inner_tcp4() -> Vec<u8> {
+        PacketBuilder::ethernet(A, B).ipv4(V4A, V4B).tcp(1000, 80).payload(b"GET /").build()
+    }
+
+    #[test]
+    fn vxlan_over_ipv4_and_ipv6_keys_the_inner_frame() {
+        for v6 in [false, true] {
+            check(&encapsulate(v6, false, 5001, &inner_tcp4()), tunnelled(tunnel::VXLAN, 5001));
+        }
+        // VNI 0 and the largest VNI are ordinary VNIs.
+        check(&encapsulate(false, false, 0, &inner_tcp4()), tunnelled(tunnel::VXLAN, 0));
+        check(&encapsulate(false, false, 0xff_ffff, &inner_tcp4()), tunnelled(tunnel::VXLAN, 0xff_ffff));
+        // An IPv6 inner flow too, and padding after the outer datagram is ignored.
+        let inner6 = PacketBuilder::ethernet(A, B).ipv6(v6a(), v6b()).udp(546, 547).build();
+        let mut padded = encapsulate(false, false, 9, &inner6);
+        padded.extend_from_slice(&[0; 6]);
+        check(&padded, FlowKey { vni: 9, tunnel: tunnel::VXLAN, ..v6_key(proto::UDP, 546, 547) });
+    }
+
+    #[test]
+    fn geneve_with_options_keys_the_inner_frame() {
+        let frame = PacketBuilder::ethernet(OA, OB)
+            .ipv4(HOST_A, HOST_B)
+            .geneve(77, &inner_tcp4())
+            .geneve_option(0x0102, 0x80, &[1, 2, 3, 4, 5])
+            .geneve_option(0xffff, 1, &[])
+            .build();
+        check(&frame, tunnelled(tunnel::GENEVE, 77));
+        check(&encapsulate(true, true, 78, &inner_tcp4()), tunnelled(tunnel::GENEVE, 78));
+    }
+
+    #[test]
+    fn vxlan_with_an_inner_vlan() {
+        let inner = PacketBuilder::ethernet(A, B).vlan(42).ipv4(V4A, V4B).tcp(1000, 80).build();
+        let frame = PacketBuilder::ethernet(OA, OB).vlan(7).ipv4(HOST_A, HOST_B).vxlan(5001, &inner).build();
+        // The outer VLAN belongs to the underlay: only the inner tag is keyed.
+        check(&frame, FlowKey { outer_vlan: 42, ..tunnelled(tunnel::VXLAN, 5001) });
+    }
+
+    /// The outer UDP packet A -> B as keyed when it is not decapsulated.
+    fn outer_udp(frame: &[u8], dst_port: u16) -> FlowKey {
+        let src_port = u16::from_be_bytes([frame[34], frame[35]]);
+        FlowKey {
+            src_mac: OA,
+            dst_mac: OB,
+            src_ip: key_ip(HOST_A),
+            dst_ip: key_ip(HOST_B),
+            ..v4_key(proto::UDP, src_port, dst_port)
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_decapsulated_is_keyed_as_the_outer_udp_packet() {
+        // Geneve carrying a bare IPv4 packet (protocol type 0x0800), not Ethernet.
+        let ip_only = &inner_tcp4()[14..];
+        let f =
+            PacketBuilder::ethernet(OA, OB).ipv4(HOST_A, HOST_B).geneve(5, ip_only).geneve_protocol(et::IPV4).build();
+        check(&f, outer_udp(&f, 6081));
+        // UDP to 4789 too short for a VXLAN header: not malformed, just UDP.
+        for len in 0..8 {
+            let f = PacketBuilder::ethernet(OA, OB)
+                .ipv4(HOST_A, HOST_B)
+                .udp(50000, 4789)
+                .payload(&[0x08; 8][..len])
+                .build();
+            check(&f, outer_udp(&f, 4789));
+        }
+        // VXLAN without the I flag.
+        let mut f = encapsulate(false, false, 5, &inner_tcp4());
+        f[42] = 0;
+        check(&f, outer_udp(&f, 4789));
+        // Geneve of version 1, or options running past the datagram.
+        let good = encapsulate(false, true, 5, &inner_tcp4());
+        let mut f = good.clone();
+        f[42] |= 0x40;
+        check(&f, outer_udp(&f, 6081));
+        let mut f = good.clone();
+        f[42] = 63;
+        check(&f, outer_udp(&f, 6081));
+        // An outer first fragment holds only part of the inner frame.
+        let f =
+            PacketBuilder::ethernet(OA, OB).ipv4(HOST_A, HOST_B).ipv4_fragment(0, true).vxlan(5, &inner_tcp4()).build();
+        check(&f, outer_udp(&f, 4789));
+        // The inner frame is never decapsulated again: one level only.
+        let nested = encapsulate(false, false, 6, &encapsulate(false, false, 5, &inner_tcp4()));
+        let (k, m) = parse(&nested, 7);
+        assert_eq!(m, None);
+        assert_eq!((k.vni, k.tunnel, k.src_mac, k.dst_port), (6, tunnel::VXLAN, OA, 4789));
+    }
+
+    #[test]
+    fn inner_frame_malformed_gives_the_inner_reason_and_a_partial_inner_key() {
+        // Outer lengths consistent (built around the cut inner frame): the inner reason.
+        for l in layouts() {
+            for n in 0..=l.frame.len() {
+                let frame = encapsulate(false, false, 3, &l.frame[..n]);
+                let (k, m) = parse(&frame, 7);
+                assert_eq!(m, expected_reason(&l, n), "inner cut at {n} of {:02x?}", l.frame);
+                assert_eq!((k.vni, k.tunnel, k.in_port), (3, tunnel::VXLAN, 7));
+                let (flat, _) = parse(&l.frame[..n], 7);
+                assert_eq!(k, FlowKey { vni: 3, tunnel: tunnel::VXLAN, ..flat }, "inner cut at {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn encapsulated_truncation_at_every_offset() {
+        for (v6, geneve) in [(false, false), (true, false), (false, true), (true, true)] {
+            let inner = PacketBuilder::ethernet(A, B).vlan(3).ipv4(V4A, V4B).tcp(1000, 80).build();
+            let frame = encapsulate(v6, geneve, 99, &inner);
+            let ip_end = if v6 { 14 + 40 } else { 14 + 20 };
+            let inner_at = ip_end + 8 + 8;
+            assert_eq!(parse(&frame, 7).1, None);
+            for n in 0..frame.len() {
+                let (k, m) = parse(&frame[..n], 7);
+                let want = if n < 14 {
+                    Malformed::TruncatedEthernet
+                } else if n < ip_end {
+                    if v6 {
+                        Malformed::TruncatedIpv6
+                    } else {
+                        Malformed::TruncatedIpv4
+                    }
+                } else if v6 {
+                    // The outer length claims more than the cut frame holds: it is the cause.
+                    Malformed::BadIpv6PayloadLength
+                } else {
+                    Malformed::BadIpv4TotalLength
+                };
+                assert_eq!(m, Some(want), "cut at {n} (v6 {v6}, geneve {geneve})");
+                if n >= inner_at {
+                    // Decapsulated: the inner key as far as the inner frame goes.
+                    let (flat, _) = parse(&inner[..n - inner_at], 7);
+                    assert_eq!(k, FlowKey { vni: 99, tunnel: k.tunnel, ..flat }, "cut at {n}");
+                    assert_eq!(k.tunnel, if geneve { tunnel::GENEVE } else { tunnel::VXLAN });
+                } else {
+                    // Too short for the tunnel header: the outer packet.
+                    assert_eq!((k.vni, k.tunnel), (NO_VNI, tunnel::NONE), "cut at {n}");
+                    let port = if geneve { 6081 } else { 4789 };
+                    assert_eq!(k.dst_port, if n >= ip_end + 8 { port } else { 0 }, "cut at {n}");
+                }
+            }
+        }
     }
 
     // ---- Truncation at every offset. ----
@@ -834,104 +859,42 @@ mod tests {
     fn layouts() -> Vec<Layout> {
         let b = || PacketBuilder::ethernet(A, B);
         let mut out = Vec::new();
-        let mut push = |frame: Vec<u8>,
-                        tags: usize,
-                        l3: Option<(usize, bool)>,
-                        l4_len: Option<usize>,
-                        datagram: usize| {
-            let l2_end = 14 + 4 * tags;
-            let l3_end = l3.map(|(len, _)| l2_end + len);
-            out.push(Layout {
-                l2_end,
-                l3_end,
-                ip_end: l2_end + datagram,
-                l4_end: l4_len.map(|l| l3_end.unwrap() + l),
-                ipv6: l3.is_some_and(|(_, v6)| v6),
-                frame,
-            });
-        };
+        let mut push =
+            |frame: Vec<u8>, tags: usize, l3: Option<(usize, bool)>, l4_len: Option<usize>, datagram: usize| {
+                let l2_end = 14 + 4 * tags;
+                let l3_end = l3.map(|(len, _)| l2_end + len);
+                out.push(Layout {
+                    l2_end,
+                    l3_end,
+                    ip_end: l2_end + datagram,
+                    l4_end: l4_len.map(|l| l3_end.unwrap() + l),
+                    ipv6: l3.is_some_and(|(_, v6)| v6),
+                    frame,
+                });
+            };
+        push(b().ipv4(V4A, V4B).tcp(1, 2).payload(b"data").build(), 0, Some((20, false)), Some(20), 44);
+        push(b().vlan(5).ipv4(V4A, V4B).udp(1, 2).pad_to(60).build(), 1, Some((20, false)), Some(8), 28);
         push(
-            b().ipv4(V4A, V4B).tcp(1, 2).payload(b"data").build(),
-            0,
-            Some((20, false)),
-            Some(20),
-            44,
-        );
-        push(
-            b().vlan(5).ipv4(V4A, V4B).udp(1, 2).pad_to(60).build(),
-            1,
-            Some((20, false)),
-            Some(8),
-            28,
-        );
-        push(
-            b().vlan(5)
-                .vlan(6)
-                .ipv4(V4A, V4B)
-                .ipv4_options(&[1; 8])
-                .sctp(1, 2)
-                .build(),
+            b().vlan(5).vlan(6).ipv4(V4A, V4B).ipv4_options(&[1; 8]).sctp(1, 2).build(),
             2,
             Some((28, false)),
             Some(12),
             40,
         );
+        push(b().ipv4(V4A, V4B).icmp(8, 0).payload(&[7; 8]).build(), 0, Some((20, false)), Some(8), 36);
+        push(b().ipv6(v6a(), v6b()).tcp(1, 2).build(), 0, Some((40, true)), Some(20), 60);
+        push(b().vlan(9).ipv6(v6a(), v6b()).udp(1, 2).payload(b"xyz").build(), 1, Some((40, true)), Some(8), 51);
+        push(b().ipv6(v6a(), v6b()).icmpv6(128, 0).build(), 0, Some((40, true)), Some(4), 48); // ICMPv6 needs 4 bytes
+                                                                                               // Extension headers count as L3 here: cut inside them it is BadIpv6PayloadLength.
         push(
-            b().ipv4(V4A, V4B).icmp(8, 0).payload(&[7; 8]).build(),
-            0,
-            Some((20, false)),
-            Some(8),
-            36,
-        );
-        push(
-            b().ipv6(v6a(), v6b()).tcp(1, 2).build(),
-            0,
-            Some((40, true)),
-            Some(20),
-            60,
-        );
-        push(
-            b().vlan(9)
-                .ipv6(v6a(), v6b())
-                .udp(1, 2)
-                .payload(b"xyz")
-                .build(),
-            1,
-            Some((40, true)),
-            Some(8),
-            51,
-        );
-        push(
-            b().ipv6(v6a(), v6b()).icmpv6(128, 0).build(),
-            0,
-            Some((40, true)),
-            Some(4),
-            48,
-        ); // ICMPv6 needs 4 bytes
-           // Extension headers count as L3 here: cut inside them it is BadIpv6PayloadLength.
-        push(
-            b().ipv6(v6a(), v6b())
-                .ipv6_ext_hop_by_hop()
-                .ipv6_ext(Ext::Ah)
-                .sctp(1, 2)
-                .build(),
+            b().ipv6(v6a(), v6b()).ipv6_ext_hop_by_hop().ipv6_ext(Ext::Ah).sctp(1, 2).build(),
             0,
             Some((40 + 32, true)),
             Some(12),
             84,
         );
         push(ARP_REQUEST.to_vec(), 0, None, None, 46);
-        push(
-            b().vlan(1)
-                .vlan(2)
-                .ethertype(et::LLDP)
-                .payload(&LLDP[14..])
-                .build(),
-            2,
-            None,
-            None,
-            46,
-        );
+        push(b().vlan(1).vlan(2).ethertype(et::LLDP).payload(&LLDP[14..]).build(), 2, None, None, 46);
         push(TCP4_SYN.to_vec(), 0, Some((20, false)), Some(20), 60); // ports need the fixed 20 bytes, not the options
         push(UDP6_DNS.to_vec(), 0, Some((40, true)), Some(8), 77);
         out
@@ -966,20 +929,8 @@ mod tests {
                 // The key is a prefix of the full key: each layer present is keyed in full.
                 if n >= l.l2_end {
                     assert_eq!(
-                        (
-                            k.src_mac,
-                            k.dst_mac,
-                            k.outer_vlan,
-                            k.inner_vlan,
-                            k.ethertype
-                        ),
-                        (
-                            full.src_mac,
-                            full.dst_mac,
-                            full.outer_vlan,
-                            full.inner_vlan,
-                            full.ethertype
-                        )
+                        (k.src_mac, k.dst_mac, k.outer_vlan, k.inner_vlan, k.ethertype),
+                        (full.src_mac, full.dst_mac, full.outer_vlan, full.inner_vlan, full.ethertype)
                     );
                 }
                 if l.l3_end.is_some_and(|end| n >= end) {
@@ -991,11 +942,7 @@ mod tests {
                 let ports_present = l.l4_end.is_some_and(|end| n >= end);
                 assert_eq!(
                     (k.src_port, k.dst_port),
-                    if ports_present {
-                        (full.src_port, full.dst_port)
-                    } else {
-                        (0, 0)
-                    },
+                    if ports_present { (full.src_port, full.dst_port) } else { (0, 0) },
                     "cut at {n}"
                 );
             }
@@ -1008,18 +955,8 @@ mod tests {
     #[derive(Clone, Debug)]
     enum L3 {
         NonIp(u16),
-        V4 {
-            src: Ipv4Addr,
-            dst: Ipv4Addr,
-            options: Vec<u8>,
-            frag_offset: u16,
-            more: bool,
-        },
-        V6 {
-            src: Ipv6Addr,
-            dst: Ipv6Addr,
-            ext: Vec<Ext>,
-        },
+        V4 { src: Ipv4Addr, dst: Ipv4Addr, options: Vec<u8>, frag_offset: u16, more: bool },
+        V6 { src: Ipv6Addr, dst: Ipv6Addr, ext: Vec<Ext> },
     }
 
     #[derive(Clone, Copy, Debug)]
@@ -1056,16 +993,9 @@ mod tests {
     fn arb_l3() -> impl Strategy<Value = L3> {
         prop_oneof![
             any::<u16>()
-                .prop_filter("not IP or VLAN", |e| !matches!(*e, et::IPV4 | et::IPV6)
-                    && !et::is_vlan_tpid(*e))
+                .prop_filter("not IP or VLAN", |e| !matches!(*e, et::IPV4 | et::IPV6) && !et::is_vlan_tpid(*e))
                 .prop_map(L3::NonIp),
-            (
-                any::<[u8; 4]>(),
-                any::<[u8; 4]>(),
-                prop::collection::vec(any::<u8>(), 0..=40),
-                0u16..3,
-                any::<bool>()
-            )
+            (any::<[u8; 4]>(), any::<[u8; 4]>(), prop::collection::vec(any::<u8>(), 0..=40), 0u16..3, any::<bool>())
                 .prop_map(|(s, d, options, frag_offset, more)| L3::V4 {
                     src: s.into(),
                     dst: d.into(),
@@ -1073,23 +1003,18 @@ mod tests {
                     frag_offset,
                     more
                 }),
-            (
-                any::<[u8; 16]>(),
-                any::<[u8; 16]>(),
-                prop::collection::vec(arb_ext(), 0..4)
-            )
-                .prop_map(|(s, d, ext)| L3::V6 {
-                    src: s.into(),
-                    dst: d.into(),
-                    ext
-                }),
+            (any::<[u8; 16]>(), any::<[u8; 16]>(), prop::collection::vec(arb_ext(), 0..4))
+                .prop_map(|(s, d, ext)| L3::V6 { src: s.into(), dst: d.into(), ext }),
         ]
     }
 
     fn arb_l4() -> impl Strategy<Value = L4> {
         prop_oneof![
             (any::<u16>(), any::<u16>(), any::<u8>()).prop_map(|(s, d, f)| L4::Tcp(s, d, f)),
-            (any::<u16>(), any::<u16>()).prop_map(|(s, d)| L4::Udp(s, d)),
+            // Tunnel ports are covered by the encapsulated proptest.
+            (any::<u16>(), any::<u16>())
+                .prop_filter("not a tunnel port", |(_, d)| !matches!(*d, 4789 | 6081))
+                .prop_map(|(s, d)| L4::Udp(s, d)),
             (any::<u16>(), any::<u16>()).prop_map(|(s, d)| L4::Sctp(s, d)),
             (any::<u8>(), any::<u8>()).prop_map(|(t, c)| L4::Icmp(t, c)),
             prop::sample::select(vec![47u8, 50, 59, 89, 103]).prop_map(L4::Other),
@@ -1120,23 +1045,13 @@ mod tests {
     }
 
     fn build(s: &Spec) -> Vec<u8> {
-        let mut b = s
-            .vlans
-            .iter()
-            .fold(PacketBuilder::ethernet(s.src, s.dst), |b, &v| b.vlan(v));
+        let mut b = s.vlans.iter().fold(PacketBuilder::ethernet(s.src, s.dst), |b, &v| b.vlan(v));
         let v6 = matches!(s.l3, L3::V6 { .. });
         b = match &s.l3 {
             L3::NonIp(e) => return b.ethertype(*e).payload(&s.payload).pad_to(s.pad_to).build(),
-            L3::V4 {
-                src,
-                dst,
-                options,
-                frag_offset,
-                more,
-            } => b
-                .ipv4(*src, *dst)
-                .ipv4_options(options)
-                .ipv4_fragment(*frag_offset, *more),
+            L3::V4 { src, dst, options, frag_offset, more } => {
+                b.ipv4(*src, *dst).ipv4_options(options).ipv4_fragment(*frag_offset, *more)
+            }
             L3::V6 { src, dst, ext } => ext.iter().fold(b.ipv6(*src, *dst), |b, e| b.ipv6_ext(*e)),
         };
         b = match s.l4 {
@@ -1173,12 +1088,7 @@ mod tests {
                 k.ethertype = *e;
                 return k;
             }
-            L3::V4 {
-                src,
-                dst,
-                frag_offset,
-                ..
-            } => {
+            L3::V4 { src, dst, frag_offset, .. } => {
                 k.ethertype = et::IPV4;
                 k.ip_version = 4;
                 k.src_ip = key_ip(*src);
@@ -1191,9 +1101,7 @@ mod tests {
                 k.ip_version = 6;
                 k.src_ip = key_ip(*src);
                 k.dst_ip = key_ip(*dst);
-                let later = ext
-                    .iter()
-                    .position(|e| matches!(e, Ext::Fragment { offset, .. } if *offset != 0));
+                let later = ext.iter().position(|e| matches!(e, Ext::Fragment { offset, .. } if *offset != 0));
                 k.proto = match later {
                     Some(i) => ext.get(i + 1).map_or(l4_proto, |e| ext_kind(*e)),
                     None => l4_proto,
@@ -1226,6 +1134,23 @@ mod tests {
         }
 
         #[test]
+        fn encapsulated_packets_parse_to_their_inner_fields(
+            spec in arb_spec(),
+            vni in 0u32..1 << 24,
+            geneve in any::<bool>(),
+            outer_v6 in any::<bool>(),
+        ) {
+            let inner = build(&spec);
+            let frame = encapsulate(outer_v6, geneve, vni, &inner);
+            let expected = FlowKey {
+                vni,
+                tunnel: if geneve { tunnel::GENEVE } else { tunnel::VXLAN },
+                ..reference_key(&spec)
+            };
+            prop_assert_eq!(parse(&frame, spec.in_port), (expected, None));
+        }
+
+        #[test]
         fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             let (k, _) = parse(&bytes, 1);
             prop_assert_eq!(k.in_port, 1);
@@ -1250,6 +1175,21 @@ mod tests {
             frame.push(first);
             frame.extend_from_slice(&tail);
             let _ = parse(&frame, 0);
+        }
+
+        #[test]
+        fn mutated_encapsulated_packets_never_panic(
+            spec in arb_spec(),
+            geneve in any::<bool>(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let mut frame = encapsulate(false, geneve, 7, &build(&spec));
+            for (at, x) in flips {
+                let i = at.index(frame.len());
+                frame[i] ^= x;
+            }
+            let (k, _) = parse(&frame, spec.in_port);
+            prop_assert_eq!(k.in_port, spec.in_port);
         }
 
         #[test]

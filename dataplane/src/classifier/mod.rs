@@ -79,6 +79,10 @@ impl PortRange {
 /// packets, an IPv6 network only IPv6 packets. Port ranges compare with the
 /// key's L4 ports (ICMP type/code for ICMP; the config layer only allows port
 /// matches together with a TCP, UDP or SCTP protocol).
+///
+/// On a VXLAN or Geneve packet every field but `in_port` and `vni` compares
+/// with the *inner* frame (see [`crate::parser`]); `vni: Some(v)` matches
+/// only packets of overlay network `v`, so it implies a tunnelled packet.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Match {
     /// Ingress port.
@@ -103,6 +107,8 @@ pub struct Match {
     pub src_port: Option<PortRange>,
     /// Destination L4 port range.
     pub dst_port: Option<PortRange>,
+    /// Overlay network id (VXLAN/Geneve VNI); compares with [`FlowKey::vni`].
+    pub vni: Option<u32>,
 }
 
 /// One steering rule.
@@ -222,6 +228,7 @@ impl Match {
             && eq(self.inner_vlan, key.inner_vlan)
             && eq(self.ethertype, key.ethertype)
             && eq(self.proto, key.proto)
+            && eq(self.vni, key.vni)
             && all(self.src_ip.as_ref(), |n| net_matches(n, key.ip_version, &key.src_ip))
             && all(self.dst_ip.as_ref(), |n| net_matches(n, key.ip_version, &key.dst_ip))
             && all(self.src_port, |r| r.contains(key.src_port))
@@ -229,7 +236,8 @@ impl Match {
     }
 
     /// The match for the reverse direction of a conversation: source and
-    /// destination MAC, network and port swapped. A symmetric rule matches a
+    /// destination MAC, network and port swapped; the VNI, like the ingress
+    /// port and VLANs, stays (both directions share the overlay network). A symmetric rule matches a
     /// key when either this or the original matches it.
     pub fn mirrored(&self) -> Match {
         Match {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::flow::{ip_to_key_bytes, proto, NO_VLAN};
+use crate::flow::{ip_to_key_bytes, proto, tunnel, NO_VLAN, NO_VNI};
 use proptest::prelude::*;
 use std::net::IpAddr;
 
@@ -167,6 +167,35 @@ fn vlans_macs_ethertype_and_in_port_are_exact() {
 }
 
 #[test]
+fn symmetric_rule_on_inner_addresses_stays_inside_its_vni() {
+    use crate::parser::parse;
+    use crate::wire::build::PacketBuilder;
+    let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+    let m = Match { src_ip: net("192.168.0.1/32"), dst_ip: net("192.168.0.2/32"), vni: Some(5001), ..Match::default() };
+    let set = RuleSet::new(vec![sym(rule("tenant", 10, m))]).unwrap();
+    // Real frames through the parser: VXLAN between two hosts, each direction.
+    let frame = |vni: u32, forward: bool| {
+        let (s, d) = ("192.168.0.1".parse().unwrap(), "192.168.0.2".parse().unwrap());
+        let (s, d, sm, dm) = if forward { (s, d, a, b) } else { (d, s, b, a) };
+        let inner = PacketBuilder::ethernet(sm, dm).ipv4(s, d).tcp(40000, 443).build();
+        let outer = PacketBuilder::ethernet(MacAddr([2, 0, 0, 0, 1, 1]), MacAddr([2, 0, 0, 0, 1, 2]));
+        parse(&outer.ipv4("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()).vxlan(vni, &inner).build(), 1).0
+    };
+    assert_eq!(hit(&set, &frame(5001, true)), Some("tenant"));
+    assert_eq!(hit(&set, &frame(5001, false)), Some("tenant"));
+    assert_eq!(hit(&set, &frame(5002, true)), None);
+    assert_eq!(hit(&set, &frame(5002, false)), None);
+    // The same addresses on a flat network are not in VNI 5001.
+    let flat = key("192.168.0.1", "192.168.0.2", 40000, 443);
+    assert_eq!(hit(&set, &flat), None);
+    // Mirroring keeps the VNI; rules in different VNIs never overlap.
+    assert_eq!(set.rules()[0].matches.mirrored().vni, Some(5001));
+    let other = Match { vni: Some(5002), ..set.rules()[0].matches.clone() };
+    assert!(!set.rules()[0].matches.overlaps(&other));
+    assert!(set.rules()[0].matches.overlaps(&Match::default()));
+}
+
+#[test]
 fn equal_priority_overlap_is_rejected() {
     let a = Match { dst_ip: net("10.0.0.0/8"), ..Match::default() };
     let b = Match { dst_ip: net("10.1.0.0/16"), dst_port: ports(80, 90), ..Match::default() };
@@ -284,13 +313,41 @@ fn a_match() -> impl Strategy<Value = Match> {
             opt(prop::sample::select(vec![6u8, 17, 1])),
             opt(port_range()),
             opt(port_range()),
+            opt(prop::sample::select(&VNIS[..])),
         )
     });
     (l2, l34).prop_map(
-        |((in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype), (src_ip, dst_ip, proto, src_port, dst_port))| {
-            Match { in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype, src_ip, dst_ip, proto, src_port, dst_port }
+        |(
+            (in_port, src_mac, dst_mac, vlan, inner_vlan, ethertype),
+            (src_ip, dst_ip, proto, src_port, dst_port, vni),
+        )| {
+            Match {
+                in_port,
+                src_mac,
+                dst_mac,
+                vlan,
+                inner_vlan,
+                ethertype,
+                src_ip,
+                dst_ip,
+                proto,
+                src_port,
+                dst_port,
+                vni,
+            }
         },
     )
+}
+
+/// VNIs rules and keys draw from: two tenants, and the extremes of 24 bits.
+const VNIS: [u32; 4] = [100, 101, 0, (1 << 24) - 1];
+
+/// `(vni, tunnel)` of a key: not tunnelled, or VXLAN/Geneve with a VNI from [`VNIS`].
+fn an_overlay() -> impl Strategy<Value = (u32, u8)> {
+    prop_oneof![
+        Just((NO_VNI, tunnel::NONE)),
+        (prop::sample::select(&VNIS[..]), prop::sample::select(vec![tunnel::VXLAN, tunnel::GENEVE])),
+    ]
 }
 
 fn a_key() -> impl Strategy<Value = FlowKey> {
@@ -301,6 +358,7 @@ fn a_key() -> impl Strategy<Value = FlowKey> {
         prop::sample::select(vec![1u16, 2, NO_VLAN]),
         prop::sample::select(vec![1u16, NO_VLAN]),
         prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806]),
+        an_overlay(),
     );
     let l34 = (
         prop::sample::select(vec![0u8, 4, 6, 6]),
@@ -313,7 +371,7 @@ fn a_key() -> impl Strategy<Value = FlowKey> {
     );
     (l2, l34).prop_flat_map(
         |(
-            (in_port, src_mac, dst_mac, outer_vlan, inner_vlan, ethertype),
+            (in_port, src_mac, dst_mac, outer_vlan, inner_vlan, ethertype, (vni, tunnel)),
             (ip_version, random_ip, r1, r2, proto, src_port, dst_port),
         )| {
             let v6 = ip_version == 6;
@@ -328,6 +386,8 @@ fn a_key() -> impl Strategy<Value = FlowKey> {
                 src_port,
                 dst_port,
                 ip_version,
+                vni,
+                tunnel,
                 ..FlowKey::default()
             };
             (Just(k), addr(v6), addr(v6)).prop_map(move |(mut k, s, d)| {
@@ -363,6 +423,10 @@ fn witness(m: &Match, base: &FlowKey) -> FlowKey {
     k.inner_vlan = m.inner_vlan.unwrap_or(k.inner_vlan);
     k.ethertype = m.ethertype.unwrap_or(k.ethertype);
     k.proto = m.proto.unwrap_or(k.proto);
+    if let Some(v) = m.vni {
+        k.vni = v;
+        k.tunnel = k.tunnel.max(tunnel::VXLAN);
+    }
     // Keep host bits from the base where the prefix allows.
     let place = |n: &IpNet, have: [u8; 16]| -> [u8; 16] {
         let (net, host) = match n {

@@ -26,7 +26,7 @@ const WORDS: usize = 8;
 ///
 /// Layout (big-endian within each field):
 /// `[src_ip hi, src_ip lo, dst_ip hi, dst_ip lo, src_mac|in_port,
-///   dst_mac|ethertype, outer_vlan|inner_vlan|src_port|dst_port, proto|ip_version]`.
+///   dst_mac|ethertype, outer_vlan|inner_vlan|src_port|dst_port, vni|proto|ip_version]`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub(crate) struct Packed([u64; WORDS]);
 
@@ -94,7 +94,7 @@ impl Packed {
                 | u64::from(k.inner_vlan) << 32
                 | u64::from(k.src_port) << 16
                 | u64::from(k.dst_port),
-            u64::from(k.proto) << 8 | u64::from(k.ip_version),
+            u64::from(k.vni) << 32 | u64::from(k.proto) << 8 | u64::from(k.ip_version),
         ])
     }
 
@@ -158,7 +158,7 @@ impl Ternary {
     /// wildcarded; callers add them as prefixes or compare ranges.
     pub(crate) fn of(m: &Match) -> Option<Ternary> {
         let fam = family(m).ok()?;
-        let zero = FlowKey { outer_vlan: 0, inner_vlan: 0, ..FlowKey::default() };
+        let zero = FlowKey { outer_vlan: 0, inner_vlan: 0, vni: 0, ..FlowKey::default() };
         let (mut v, mut k) = (zero, zero);
         if let Some(p) = m.in_port {
             (v.in_port, k.in_port) = (p, u16::MAX);
@@ -189,6 +189,9 @@ impl Ternary {
         }
         if let Some(p) = m.proto {
             (v.proto, k.proto) = (p, u8::MAX);
+        }
+        if let Some(x) = m.vni {
+            (v.vni, k.vni) = (x, u32::MAX);
         }
         Some(Ternary { value: Packed::from_key(&v), mask: Packed::from_key(&k) })
     }

@@ -18,14 +18,36 @@
 //! assert_eq!(frame.len(), 14 + 4 + 20 + 20 + 5);
 //! ```
 //!
+//! Overlay frames: an outer builder with an IP layer takes an inner frame as
+//! its UDP payload through [`PacketBuilder::vxlan`] or
+//! [`PacketBuilder::geneve`] (plus [`PacketBuilder::geneve_option`] and
+//! [`PacketBuilder::geneve_protocol`]):
+//!
+//! ```
+//! # use dataplane::flow::MacAddr;
+//! # use dataplane::wire::build::PacketBuilder;
+//! let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+//! let inner = PacketBuilder::ethernet(a, b)
+//!     .ipv4("192.168.0.1".parse().unwrap(), "192.168.0.2".parse().unwrap())
+//!     .tcp(40000, 80)
+//!     .build();
+//! let frame = PacketBuilder::ethernet(MacAddr([2, 0, 0, 0, 1, 1]), MacAddr([2, 0, 0, 0, 1, 2]))
+//!     .ipv4("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
+//!     .vxlan(5001, &inner)
+//!     .build();
+//! assert_eq!(frame.len(), 14 + 20 + 8 + 8 + inner.len());
+//! ```
+//!
 //! Misuse (L4 without IP, options on IPv6) is a bug in the test, so `build`
 //! panics with a message rather than returning an error.
 
 use super::ethernet::{ethertype, EthernetFrame, HEADER_LEN as ETH_LEN};
+use super::geneve::{self, GeneveHeader, HEADER_LEN as GENEVE_LEN};
 use super::ipv4::{checksum, Ipv4Packet, FLAG_DF, FLAG_MF, MIN_HEADER_LEN as IPV4_LEN};
 use super::ipv6::{ext_field, next_header, Ipv6Packet, HEADER_LEN as IPV6_LEN};
 use super::l4::{tcp_flags, IcmpHeader, Icmpv6Header, SctpHeader, TcpHeader, UdpHeader};
 use super::vlan::{VlanTag, HEADER_LEN as VLAN_LEN};
+use super::vxlan::{self, VxlanHeader, HEADER_LEN as VXLAN_LEN};
 use crate::flow::{proto, MacAddr};
 use core::net::{Ipv4Addr, Ipv6Addr};
 
@@ -36,17 +58,8 @@ const DEFAULT_ETHERTYPE: u16 = 0x88b5;
 /// The network layer chosen.
 #[derive(Clone, Debug)]
 enum Ip {
-    V4 {
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        options: Vec<u8>,
-        frag: u16,
-    },
-    V6 {
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-        ext: Vec<Ext>,
-    },
+    V4 { src: Ipv4Addr, dst: Ipv4Addr, options: Vec<u8>, frag: u16 },
+    V6 { src: Ipv6Addr, dst: Ipv6Addr, ext: Vec<Ext> },
 }
 
 /// An IPv6 extension header to emit, in order.
@@ -95,8 +108,7 @@ impl Ext {
             Ext::Routing => buf[2] = 253, // RFC 4727 experimental type (0 is deprecated), segments left 0
             Ext::Fragment { offset, more } => {
                 let word = (offset << 3) | u16::from(more);
-                buf[ext_field::FRAG_OFF..ext_field::FRAG_OFF + 2]
-                    .copy_from_slice(&word.to_be_bytes());
+                buf[ext_field::FRAG_OFF..ext_field::FRAG_OFF + 2].copy_from_slice(&word.to_be_bytes());
                 buf[4..8].copy_from_slice(&0x4242u32.to_be_bytes()); // identification
             }
             Ext::Ah => {
@@ -157,6 +169,47 @@ impl L4 {
     }
 }
 
+/// An overlay header between the UDP header and the payload (the inner frame).
+#[derive(Clone, Debug)]
+enum Tunnel {
+    Vxlan {
+        vni: u32,
+    },
+    Geneve {
+        vni: u32,
+        protocol: u16,
+        /// Encoded option TLVs.
+        options: Vec<u8>,
+    },
+}
+
+impl Tunnel {
+    fn header_len(&self) -> usize {
+        match self {
+            Tunnel::Vxlan { .. } => VXLAN_LEN,
+            Tunnel::Geneve { options, .. } => GENEVE_LEN + options.len(),
+        }
+    }
+
+    /// Writes the header into `buf` (exactly [`Tunnel::header_len`] bytes).
+    fn write(&self, buf: &mut [u8]) {
+        match self {
+            Tunnel::Vxlan { vni } => VxlanHeader::new_unchecked(buf).set_vni(*vni),
+            Tunnel::Geneve { vni, protocol, options } => {
+                GeneveHeader::new_unchecked(&mut *buf).set_fields(options.len(), *protocol, *vni);
+                buf[GENEVE_LEN..].copy_from_slice(options);
+            }
+        }
+    }
+}
+
+/// The UDP source port of a tunnel: a hash of the inner frame in the dynamic
+/// range 49152..=65535, as RFC 7348 recommends for ECMP entropy.
+fn entropy_port(inner: &[u8]) -> u16 {
+    let h = inner.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    49152 | (h as u16 & 0x3fff)
+}
+
 /// Builds one Ethernet frame layer by layer; see the module example.
 /// `must_use`: each method returns the builder, dropping it loses the layer.
 #[must_use]
@@ -171,6 +224,7 @@ pub struct PacketBuilder {
     l4: Option<L4>,
     tcp_flags: u8,
     tcp_seq_ack: Option<(u32, u32)>,
+    tunnel: Option<Tunnel>,
     payload: Vec<u8>,
     pad_to: usize,
 }
@@ -189,6 +243,7 @@ impl PacketBuilder {
             l4: None,
             tcp_flags: tcp_flags::ACK,
             tcp_seq_ack: None,
+            tunnel: None,
             payload: Vec::new(),
             pad_to: 0,
         }
@@ -211,22 +266,13 @@ impl PacketBuilder {
 
     /// Adds an IPv4 header (TTL 64, DF set, no options).
     pub fn ipv4(mut self, src: Ipv4Addr, dst: Ipv4Addr) -> Self {
-        self.ip = Some(Ip::V4 {
-            src,
-            dst,
-            options: Vec::new(),
-            frag: FLAG_DF,
-        });
+        self.ip = Some(Ip::V4 { src, dst, options: Vec::new(), frag: FLAG_DF });
         self
     }
 
     /// Adds an IPv6 header (hop limit 64, no extension headers).
     pub fn ipv6(mut self, src: Ipv6Addr, dst: Ipv6Addr) -> Self {
-        self.ip = Some(Ip::V6 {
-            src,
-            dst,
-            ext: Vec::new(),
-        });
+        self.ip = Some(Ip::V6 { src, dst, ext: Vec::new() });
         self
     }
 
@@ -320,6 +366,54 @@ impl PacketBuilder {
         self
     }
 
+    /// Makes the packet VXLAN: a UDP header (source port a hash of `inner`,
+    /// destination 4789), a VXLAN header with the I flag and `vni` (masked to
+    /// 24 bits), then `inner` (an Ethernet frame) as the payload. Call after
+    /// `ipv4` or `ipv6`; replaces any L4 header and payload set before.
+    pub fn vxlan(mut self, vni: u32, inner: &[u8]) -> Self {
+        self.l4 = Some(L4::Udp { sport: entropy_port(inner), dport: vxlan::UDP_PORT });
+        self.tunnel = Some(Tunnel::Vxlan { vni: vni & 0x00ff_ffff });
+        self.payload = inner.to_vec();
+        self
+    }
+
+    /// Makes the packet Geneve: a UDP header (source port a hash of `inner`,
+    /// destination 6081), a Geneve header (version 0, protocol type 0x6558
+    /// Ethernet, `vni` masked to 24 bits, no options yet), then `inner` as the
+    /// payload. Call after `ipv4` or `ipv6`; replaces any L4 header and payload.
+    pub fn geneve(mut self, vni: u32, inner: &[u8]) -> Self {
+        self.l4 = Some(L4::Udp { sport: entropy_port(inner), dport: geneve::UDP_PORT });
+        self.tunnel =
+            Some(Tunnel::Geneve { vni: vni & 0x00ff_ffff, protocol: geneve::PROTO_ETHERNET, options: Vec::new() });
+        self.payload = inner.to_vec();
+        self
+    }
+
+    /// Appends a Geneve option TLV: `class`, `option_type`, and `data`
+    /// zero-padded to a multiple of 4 bytes (at most 124). Call after `geneve`.
+    pub fn geneve_option(mut self, class: u16, option_type: u8, data: &[u8]) -> Self {
+        let Some(Tunnel::Geneve { options, .. }) = &mut self.tunnel else {
+            panic!("geneve_option needs geneve() first");
+        };
+        let words = data.len().div_ceil(4);
+        assert!(words <= 31, "a Geneve option holds at most 124 bytes of data");
+        options.extend_from_slice(&class.to_be_bytes());
+        options.extend_from_slice(&[option_type, words as u8]);
+        options.extend_from_slice(data);
+        options.resize(options.len() + words * 4 - data.len(), 0);
+        self
+    }
+
+    /// Sets the Geneve protocol type (the EtherType of the payload), e.g.
+    /// 0x0800 for a bare IPv4 packet instead of an Ethernet frame. Call after `geneve`.
+    pub fn geneve_protocol(mut self, ethertype: u16) -> Self {
+        let Some(Tunnel::Geneve { protocol, .. }) = &mut self.tunnel else {
+            panic!("geneve_protocol needs geneve() first");
+        };
+        *protocol = ethertype;
+        self
+    }
+
     /// Sets the bytes after the last header.
     pub fn payload(mut self, bytes: &[u8]) -> Self {
         self.payload = bytes.to_vec();
@@ -335,21 +429,16 @@ impl PacketBuilder {
 
     /// Writes the frame.
     pub fn build(&self) -> Vec<u8> {
-        let l4_len = self.l4.map_or(0, L4::header_len) + self.payload.len();
+        let l4_len = self.l4_header_len() + self.payload.len();
         let (ip_len, ip_ethertype) = match &self.ip {
             None => (0, None),
-            Some(Ip::V4 { options, .. }) => (
-                IPV4_LEN + options.len().next_multiple_of(4),
-                Some(ethertype::IPV4),
-            ),
-            Some(Ip::V6 { ext, .. }) => (
-                IPV6_LEN + ext.iter().map(|e| e.len()).sum::<usize>(),
-                Some(ethertype::IPV6),
-            ),
+            Some(Ip::V4 { options, .. }) => (IPV4_LEN + options.len().next_multiple_of(4), Some(ethertype::IPV4)),
+            Some(Ip::V6 { ext, .. }) => (IPV6_LEN + ext.iter().map(|e| e.len()).sum::<usize>(), Some(ethertype::IPV6)),
         };
+        assert!(self.ip.is_some() || self.l4.is_none(), "an L4 header needs ipv4() or ipv6()");
         assert!(
-            self.ip.is_some() || self.l4.is_none(),
-            "an L4 header needs ipv4() or ipv6()"
+            self.tunnel.is_none() || matches!(self.l4, Some(L4::Udp { .. })),
+            "vxlan()/geneve() set the UDP header; another L4 header replaced it"
         );
         let l2_len = ETH_LEN + VLAN_LEN * self.vlans.len();
         let mut buf = vec![0u8; (l2_len + ip_len + l4_len).max(self.pad_to)];
@@ -366,20 +455,12 @@ impl PacketBuilder {
         let mut eth = EthernetFrame::new_unchecked(&mut buf[..ETH_LEN]);
         eth.set_dst_addr(self.dst_mac);
         eth.set_src_addr(self.src_mac);
-        eth.set_ethertype(if self.vlans.is_empty() {
-            final_ethertype
-        } else {
-            tpid(0)
-        });
+        eth.set_ethertype(if self.vlans.is_empty() { final_ethertype } else { tpid(0) });
         for (i, &vid) in self.vlans.iter().enumerate() {
             let at = ETH_LEN + VLAN_LEN * i;
             let mut tag = VlanTag::new_unchecked(&mut buf[at..at + VLAN_LEN]);
             tag.set_tci(vid);
-            tag.set_ethertype(if i + 1 < self.vlans.len() {
-                tpid(i + 1)
-            } else {
-                final_ethertype
-            });
+            tag.set_ethertype(if i + 1 < self.vlans.len() { tpid(i + 1) } else { final_ethertype });
         }
 
         // L4 first (it needs no pseudo-header yet), checksums after the IP layer.
@@ -392,18 +473,11 @@ impl PacketBuilder {
         let ip_buf = &mut l2_and_ip[l2_len..];
         match &self.ip {
             None => {}
-            Some(Ip::V4 {
-                src,
-                dst,
-                options,
-                frag,
-            }) => {
+            Some(Ip::V4 { src, dst, options, frag }) => {
                 ip_buf[IPV4_LEN..IPV4_LEN + options.len()].copy_from_slice(options);
                 let mut ip = Ipv4Packet::new_unchecked(&mut *ip_buf);
                 ip.set_version_and_header_len(ip_len);
-                ip.set_total_len(
-                    u16::try_from(ip_len + l4_len).expect("IPv4 datagram over 64 KiB"),
-                );
+                ip.set_total_len(u16::try_from(ip_len + l4_len).expect("IPv4 datagram over 64 KiB"));
                 ip.set_ident(0x1234);
                 ip.set_flags_and_offset(*frag);
                 ip.set_ttl(self.ttl);
@@ -412,18 +486,12 @@ impl PacketBuilder {
                 ip.set_dst_addr(*dst);
                 ip.fill_checksum();
                 let pseudo = checksum::sum(&src.octets(), checksum::sum(&dst.octets(), 0));
-                fill_l4_checksum(
-                    self.l4,
-                    l4_buf,
-                    pseudo + u32::from(protocol) + l4_len as u32,
-                );
+                fill_l4_checksum(self.l4, l4_buf, pseudo + u32::from(protocol) + l4_len as u32);
             }
             Some(Ip::V6 { src, dst, ext }) => {
                 let mut ip = Ipv6Packet::new_unchecked(&mut ip_buf[..IPV6_LEN]);
                 ip.set_version();
-                ip.set_payload_len(
-                    u16::try_from(ip_len - IPV6_LEN + l4_len).expect("IPv6 payload over 64 KiB"),
-                );
+                ip.set_payload_len(u16::try_from(ip_len - IPV6_LEN + l4_len).expect("IPv6 payload over 64 KiB"));
                 ip.set_next_header(ext.first().map_or(protocol, |e| e.kind()));
                 ip.set_hop_limit(self.ttl);
                 ip.set_src_addr(*src);
@@ -435,20 +503,25 @@ impl PacketBuilder {
                     at += e.len();
                 }
                 let pseudo = checksum::sum(&src.octets(), checksum::sum(&dst.octets(), 0));
-                fill_l4_checksum(
-                    self.l4,
-                    l4_buf,
-                    pseudo + u32::from(protocol) + l4_len as u32,
-                );
+                fill_l4_checksum(self.l4, l4_buf, pseudo + u32::from(protocol) + l4_len as u32);
             }
         }
         buf
     }
 
-    /// Writes the L4 header (checksum still zero) and the payload.
+    /// Bytes of L4 header, a tunnel header included.
+    fn l4_header_len(&self) -> usize {
+        self.l4.map_or(0, L4::header_len) + self.tunnel.as_ref().map_or(0, Tunnel::header_len)
+    }
+
+    /// Writes the L4 header (checksum still zero), any tunnel header, and the payload.
     fn write_l4(&self, buf: &mut [u8]) {
         let header_len = self.l4.map_or(0, L4::header_len);
-        buf[header_len..].copy_from_slice(&self.payload);
+        let payload_at = self.l4_header_len();
+        buf[payload_at..].copy_from_slice(&self.payload);
+        if let Some(t) = &self.tunnel {
+            t.write(&mut buf[header_len..payload_at]);
+        }
         match self.l4 {
             None | Some(L4::Raw(_)) => {}
             Some(L4::Tcp { sport, dport }) => {
@@ -495,11 +568,9 @@ fn fill_l4_checksum(l4: Option<L4>, buf: &mut [u8], pseudo: u32) {
         None | Some(L4::Raw(_)) => {}
         Some(L4::Tcp { .. }) => TcpHeader::new_unchecked(buf).set_checksum(with_pseudo),
         // Zero means "no checksum" in UDP, so a computed zero is sent as all ones.
-        Some(L4::Udp { .. }) => UdpHeader::new_unchecked(buf).set_checksum(if with_pseudo == 0 {
-            0xffff
-        } else {
-            with_pseudo
-        }),
+        Some(L4::Udp { .. }) => {
+            UdpHeader::new_unchecked(buf).set_checksum(if with_pseudo == 0 { 0xffff } else { with_pseudo })
+        }
         Some(L4::Icmpv6 { .. }) => Icmpv6Header::new_unchecked(buf).set_checksum(with_pseudo),
         Some(L4::Icmp { .. }) => {
             let sum = checksum::finish(checksum::sum(buf, 0));
@@ -549,21 +620,12 @@ mod tests {
             .payload(b"hi")
             .build();
         let eth = EthernetFrame::new_checked(&f[..]).unwrap();
-        assert_eq!(
-            (eth.src_addr(), eth.dst_addr(), eth.ethertype()),
-            (A, B, ethertype::IPV4)
-        );
+        assert_eq!((eth.src_addr(), eth.dst_addr(), eth.ethertype()), (A, B, ethertype::IPV4));
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-        assert_eq!(
-            (ip.total_len(), ip.ttl(), ip.protocol()),
-            (42, 7, proto::TCP)
-        );
+        assert_eq!((ip.total_len(), ip.ttl(), ip.protocol()), (42, 7, proto::TCP));
         assert_eq!(checksum::finish(checksum::sum(&eth.payload()[..20], 0)), 0);
         let tcp = TcpHeader::new_checked(ip.payload()).unwrap();
-        assert_eq!(
-            (tcp.src_port(), tcp.dst_port(), tcp.flags()),
-            (1234, 80, tcp_flags::SYN)
-        );
+        assert_eq!((tcp.src_port(), tcp.dst_port(), tcp.flags()), (1234, 80, tcp_flags::SYN));
         // Pseudo-header + segment sums to zero when the checksum is right.
         let pseudo = checksum::sum(&[10, 0, 0, 1, 10, 0, 0, 2], 0) + 6 + 22;
         assert_eq!(checksum::finish(checksum::sum(ip.payload(), pseudo)), 0);
@@ -586,29 +648,17 @@ mod tests {
         let inner = VlanTag::new_checked(outer.payload()).unwrap();
         assert_eq!((inner.vid(), inner.ethertype()), (200, ethertype::ARP));
         let single = PacketBuilder::ethernet(A, B).vlan(5).build();
-        assert_eq!(
-            EthernetFrame::new_checked(&single[..]).unwrap().ethertype(),
-            ethertype::VLAN
-        );
-        assert_eq!(
-            VlanTag::new_checked(&single[14..]).unwrap().ethertype(),
-            DEFAULT_ETHERTYPE
-        );
+        assert_eq!(EthernetFrame::new_checked(&single[..]).unwrap().ethertype(), ethertype::VLAN);
+        assert_eq!(VlanTag::new_checked(&single[14..]).unwrap().ethertype(), DEFAULT_ETHERTYPE);
     }
 
     #[test]
     fn ipv6_ext_chain_round_trip() {
         let f = PacketBuilder::ethernet(A, B)
-            .ipv6(
-                "2001:db8::1".parse().unwrap(),
-                "2001:db8::2".parse().unwrap(),
-            )
+            .ipv6("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap())
             .ipv6_ext_hop_by_hop()
             .ipv6_ext(Ext::Routing)
-            .ipv6_ext(Ext::Fragment {
-                offset: 0,
-                more: true,
-            })
+            .ipv6_ext(Ext::Fragment { offset: 0, more: true })
             .ipv6_ext(Ext::Ah)
             .ipv6_ext(Ext::DestOpts)
             .udp(53, 5353)
@@ -626,10 +676,7 @@ mod tests {
         }
         assert_eq!(seen, [(0, 8), (43, 8), (44, 8), (51, 24), (60, 8)]);
         let udp = UdpHeader::new_checked(data).unwrap();
-        assert_eq!(
-            (udp.src_port(), udp.dst_port(), udp.length()),
-            (53, 5353, 8)
-        );
+        assert_eq!((udp.src_port(), udp.dst_port(), udp.length()), (53, 5353, 8));
     }
 
     #[test]

@@ -251,8 +251,8 @@ mod tests {
 
     /// The IPv4 header of a UDP datagram used as the worked checksum example on Wikipedia.
     const HEADER: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00,
-        0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+        0x00, 0xc7,
     ];
 
     #[test]
@@ -278,28 +278,16 @@ mod tests {
 
     #[test]
     fn bad_headers_are_refused() {
-        assert_eq!(
-            Ipv4Packet::new_checked(&HEADER[..19]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv4Packet::new_checked(&HEADER[..19]).unwrap_err(), Error::Truncated);
         let mut v6 = HEADER;
         v6[0] = 0x65;
-        assert_eq!(
-            Ipv4Packet::new_checked(&v6[..]).unwrap_err(),
-            Error::BadVersion
-        );
+        assert_eq!(Ipv4Packet::new_checked(&v6[..]).unwrap_err(), Error::BadVersion);
         let mut ihl4 = HEADER;
         ihl4[0] = 0x44;
-        assert_eq!(
-            Ipv4Packet::new_checked(&ihl4[..]).unwrap_err(),
-            Error::BadHeaderLen
-        );
+        assert_eq!(Ipv4Packet::new_checked(&ihl4[..]).unwrap_err(), Error::BadHeaderLen);
         let mut ihl6 = HEADER;
         ihl6[0] = 0x46;
-        assert_eq!(
-            Ipv4Packet::new_checked(&ihl6[..]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv4Packet::new_checked(&ihl6[..]).unwrap_err(), Error::Truncated);
     }
 
     #[test]

@@ -257,8 +257,7 @@ mod tests {
         0x60, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x01, // ver, plen 16, HBH, hlim 1
         0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, // src
         0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, // dst
-        0x3a, 0x00, 0x05, 0x02, 0x00, 0x00, 0x01,
-        0x00, // HBH: next ICMPv6, router alert, PadN
+        0x3a, 0x00, 0x05, 0x02, 0x00, 0x00, 0x01, 0x00, // HBH: next ICMPv6, router alert, PadN
         0x80, 0x00, 0x00, 0x00, 0x12, 0x34, 0x00, 0x01, // echo request
     ];
 
@@ -279,54 +278,25 @@ mod tests {
 
     #[test]
     fn bad_headers_are_refused() {
-        assert_eq!(
-            Ipv6Packet::new_checked(&PACKET[..39]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv6Packet::new_checked(&PACKET[..39]).unwrap_err(), Error::Truncated);
         let mut v4 = PACKET;
         v4[0] = 0x45;
-        assert_eq!(
-            Ipv6Packet::new_checked(&v4[..]).unwrap_err(),
-            Error::BadVersion
-        );
+        assert_eq!(Ipv6Packet::new_checked(&v4[..]).unwrap_err(), Error::BadVersion);
         // Routing header claiming 16 bytes with 8 in the buffer.
         let routing = [6, 1, 0, 0, 0, 0, 0, 0];
-        assert_eq!(
-            Ipv6ExtHeader::new_checked(&routing[..], next_header::ROUTING).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Ipv6ExtHeader::new_checked(&routing[..7], next_header::FRAGMENT).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv6ExtHeader::new_checked(&routing[..], next_header::ROUTING).unwrap_err(), Error::Truncated);
+        assert_eq!(Ipv6ExtHeader::new_checked(&routing[..7], next_header::FRAGMENT).unwrap_err(), Error::Truncated);
         // AH length 1 => (1 + 2) * 4 = 12 bytes.
         let ah = [6, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(
-            Ipv6ExtHeader::new_checked(&ah[..], next_header::AH)
-                .unwrap()
-                .header_len(),
-            12
-        );
+        assert_eq!(Ipv6ExtHeader::new_checked(&ah[..], next_header::AH).unwrap().header_len(), 12);
     }
 
     #[test]
     fn fragment_fields() {
         // Next TCP, offset 185 (×8 = 1480), M set.
-        let frag = [
-            6,
-            0,
-            (185u16 << 3 >> 8) as u8,
-            (185u16 << 3) as u8 | 1,
-            0,
-            0,
-            0,
-            7,
-        ];
+        let frag = [6, 0, (185u16 << 3 >> 8) as u8, (185u16 << 3) as u8 | 1, 0, 0, 0, 7];
         let f = Ipv6ExtHeader::new_checked(&frag[..], next_header::FRAGMENT).unwrap();
-        assert_eq!(
-            (f.next_header(), f.frag_offset(), f.more_frags()),
-            (6, 185, true)
-        );
+        assert_eq!((f.next_header(), f.frag_offset(), f.more_frags()), (6, 185, true));
         assert!(f.payload().is_empty());
     }
 
@@ -341,10 +311,7 @@ mod tests {
         p.set_src_addr("2001:db8::1".parse().unwrap());
         p.set_dst_addr("2001:db8::2".parse().unwrap());
         let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
-        assert_eq!(
-            (p.payload_len(), p.next_header(), p.hop_limit()),
-            (8, 17, 64)
-        );
+        assert_eq!((p.payload_len(), p.next_header(), p.hop_limit()), (8, 17, 64));
         assert_eq!(p.src_addr(), "2001:db8::1".parse::<Ipv6Addr>().unwrap());
         assert_eq!(p.dst_addr(), "2001:db8::2".parse::<Ipv6Addr>().unwrap());
     }

@@ -328,8 +328,8 @@ mod tests {
     /// TCP SYN header from a real capture: 51762 -> 443, data offset 10
     /// (40 bytes with options; only the fixed part is here).
     const TCP_SYN: [u8; 20] = [
-        0xca, 0x32, 0x01, 0xbb, 0x5a, 0x1f, 0x3c, 0x01, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa,
-        0xf0, 0x9c, 0x4f, 0x00, 0x00,
+        0xca, 0x32, 0x01, 0xbb, 0x5a, 0x1f, 0x3c, 0x01, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0x9c, 0x4f,
+        0x00, 0x00,
     ];
     /// DNS query UDP header 53124 -> 53, length 40.
     const UDP_DNS: [u8; 8] = [0xcf, 0x84, 0x00, 0x35, 0x00, 0x28, 0x1b, 0x2c];
@@ -341,19 +341,13 @@ mod tests {
         assert_eq!(t.flags(), tcp_flags::SYN);
         assert_eq!(t.header_len(), 40);
         assert_eq!(t.checksum(), 0x9c4f);
-        assert_eq!(
-            TcpHeader::new_checked(&TCP_SYN[..19]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(TcpHeader::new_checked(&TCP_SYN[..19]).unwrap_err(), Error::Truncated);
     }
 
     #[test]
     fn udp_fixture() {
         let u = UdpHeader::new_checked(&UDP_DNS[..]).unwrap();
-        assert_eq!(
-            (u.src_port(), u.dst_port(), u.length(), u.checksum()),
-            (53124, 53, 40, 0x1b2c)
-        );
+        assert_eq!((u.src_port(), u.dst_port(), u.length(), u.checksum()), (53124, 53, 40, 0x1b2c));
         assert!(UdpHeader::new_checked(&UDP_DNS[..7]).is_err());
     }
 
@@ -368,10 +362,7 @@ mod tests {
         assert_eq!(&buf[8..], &[4, 3, 2, 1]);
         let s = SctpHeader::new_checked(&buf[..]).unwrap();
         assert_eq!((s.src_port(), s.dst_port()), (2905, 2906));
-        assert_eq!(
-            (s.verification_tag(), s.checksum()),
-            (0xdead_beef, 0x0102_0304)
-        );
+        assert_eq!((s.verification_tag(), s.checksum()), (0xdead_beef, 0x0102_0304));
         assert!(SctpHeader::new_checked(&buf[..11]).is_err());
 
         let mut buf = [0u8; 8];
@@ -399,15 +390,6 @@ mod tests {
         t.set_checksum(6);
         assert_eq!(buf[4..12], [0, 0, 0, 3, 0, 0, 0, 4]);
         let t = TcpHeader::new_checked(&buf[..]).unwrap();
-        assert_eq!(
-            (
-                t.src_port(),
-                t.dst_port(),
-                t.header_len(),
-                t.flags(),
-                t.checksum()
-            ),
-            (1, 2, 20, 0x18, 6)
-        );
+        assert_eq!((t.src_port(), t.dst_port(), t.header_len(), t.flags(), t.checksum()), (1, 2, 20, 0x18, 6));
     }
 }

@@ -9,10 +9,12 @@
 //! crates' fixtures) writes through the same views.
 
 pub mod ethernet;
+pub mod geneve;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;
 pub mod vlan;
+pub mod vxlan;
 
 #[cfg(any(test, feature = "testutil"))]
 pub mod build;

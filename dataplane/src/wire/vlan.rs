@@ -101,10 +101,7 @@ mod tests {
         assert_eq!(t.pcp(), 5);
         assert_eq!(t.ethertype(), 0x0800);
         assert_eq!(t.payload(), &[0x45]);
-        assert_eq!(
-            VlanTag::new_checked(&bytes[..3]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(VlanTag::new_checked(&bytes[..3]).unwrap_err(), Error::Truncated);
     }
 
     #[test]
