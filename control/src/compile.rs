@@ -5,8 +5,11 @@
 //! overlap) and produces a [`Plan`]: the dataplane's and the chains' own
 //! structures, immutable, with no trace of YAML left.
 
-use crate::config::{ActionCfg, Config, ConfigError, MalformedCfg, OnFailureCfg, PortKind, Pos, RuleCfg, SinkKind, StageCfg};
-use chains::stage::StageSpec;
+use crate::config::{
+    ActionCfg, Config, ConfigError, FsyncCfg, MalformedCfg, MatchCfg, OnFailureCfg, PortKind, Pos, RuleCfg, SamplePer, SinkCfg,
+    SinkKind, StageCfg, StripCfg,
+};
+use chains::stage::{StageSpec, StripLayer};
 use chains::{ChainSpec, OnFailure};
 use dataplane::classifier::{Action, Match, Rule, RuleError, RuleSet};
 use dataplane::flow::proto;
@@ -15,6 +18,7 @@ use dataplane::packet::PortId;
 use dataplane::worker::{MalformedPolicy, WorkerConfig};
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,15 +36,70 @@ pub struct PortPlan {
     pub tx: Option<PathBuf>,
 }
 
+/// Where a remote sink sends its copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    /// The analyser's address.
+    pub destination: IpAddr,
+    /// Our address, or `None` for the one of the route to the destination.
+    pub source: Option<IpAddr>,
+}
+
+/// What a sink writes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkTarget {
+    /// A pcapng file, rotated or not.
+    Pcapng {
+        /// File, or file name pattern when rotating.
+        path: PathBuf,
+        /// Rotate at this size.
+        rotate_bytes: Option<u64>,
+        /// Rotate after this long.
+        rotate_every: Option<Duration>,
+        /// Files kept.
+        keep: Option<usize>,
+        /// fsync policy.
+        fsync: FsyncCfg,
+    },
+    /// A tool port (not polled by any worker).
+    Port {
+        /// The port.
+        port: PortId,
+        /// VLAN pushed on the copies.
+        vlan: Option<u16>,
+    },
+    /// ERSPAN over GRE.
+    Erspan {
+        /// Addresses.
+        remote: Remote,
+        /// 2 or 3.
+        erspan_type: u8,
+        /// Session id.
+        session: u16,
+    },
+    /// VXLAN.
+    Vxlan {
+        /// Addresses.
+        remote: Remote,
+        /// VNI.
+        vni: u32,
+        /// UDP destination port.
+        dst_port: u16,
+    },
+    /// GRE (transparent Ethernet bridging).
+    Gre {
+        /// Addresses.
+        remote: Remote,
+    },
+}
+
 /// A sink to open.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkPlan {
     /// Name.
     pub name: String,
-    /// Type.
-    pub kind: SinkKind,
-    /// Output file (`pcapng`).
-    pub path: PathBuf,
+    /// What it writes to.
+    pub target: SinkTarget,
 }
 
 /// One worker thread: its core and its ports.
@@ -60,6 +119,8 @@ pub struct Plan {
     pub links: Links,
     /// Sinks, indexed as the chains' `copy` stages refer to them.
     pub sinks: Vec<SinkPlan>,
+    /// Ports owned by `port` sinks (tool ports): no worker polls them.
+    pub tool_ports: Vec<PortId>,
     /// Chains, indexed by chain id.
     pub chains: Vec<ChainSpec>,
     /// The compiled rules.
@@ -208,14 +269,17 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     // Sinks.
     let sink_ix = index_names(file, "sink", cfg.sinks.iter().enumerate().map(|(i, s)| (&s.name, format!("sinks[{i}].name"))))?;
     let mut sinks = Vec::new();
+    let mut tool_ports: Vec<PortId> = Vec::new();
     for (i, s) in cfg.sinks.iter().enumerate() {
-        let path = match (s.kind.value, &s.path) {
-            (SinkKind::Pcapng, Some(p)) => p.value.clone(),
-            (SinkKind::Pcapng, None) => {
-                return Err(Pos::of(&s.kind, format!("sinks[{i}].type")).error(file, format!("pcapng sink `{}` needs a `path`", s.name.value)))
+        let target = compile_sink(s, i, file, &port_ix, &linked)?;
+        if let SinkTarget::Port { port, .. } = target {
+            if tool_ports.contains(&port) {
+                let p = s.port.as_ref().map(|p| Pos::of(p, format!("sinks[{i}].port"))).unwrap_or_else(|| Pos::of(&s.name, format!("sinks[{i}]")));
+                return Err(p.error(file, "this port is already the tool port of another sink"));
             }
-        };
-        sinks.push(SinkPlan { name: s.name.value.clone(), kind: s.kind.value, path });
+            tool_ports.push(port);
+        }
+        sinks.push(SinkPlan { name: s.name.value.clone(), target });
     }
 
     // Chains.
@@ -227,22 +291,18 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         }
         let mut stages = Vec::new();
         for (j, st) in c.stages.iter().enumerate() {
-            match &st.value {
-                StageCfg::Copy { to } => {
-                    if to.is_empty() {
-                        return Err(Pos::of(st, format!("chains[{i}].stages[{j}].copy.to")).error(file, "copy needs at least one sink in `to`"));
-                    }
-                    let mut idx = Vec::new();
-                    for (k, s) in to.iter().enumerate() {
-                        let n = lookup(&sink_ix, s, format!("chains[{i}].stages[{j}].copy.to[{k}]"), file, "sink")?;
-                        if idx.contains(&n) {
-                            return Err(Pos::of(s, format!("chains[{i}].stages[{j}].copy.to[{k}]")).error(file, format!("sink `{}` is listed twice", s.value)));
-                        }
-                        idx.push(n);
-                    }
-                    stages.push(StageSpec::Copy { to: idx });
-                }
+            let field = format!("chains[{i}].stages[{j}]");
+            if let Some(StageSpec::Copy { .. }) = stages.last() {
+                return Err(Pos::of(st, &field).error(
+                    file,
+                    format!("`{}` after `copy` can never run: `copy` must be the last stage", stage_name(&st.value)),
+                ));
             }
+            stages.push(compile_stage(st, &field, file, &port_ix, &sink_ix)?);
+        }
+        if !matches!(stages.last(), Some(StageSpec::Copy { .. })) {
+            return Err(Pos::of(&c.name, format!("chains[{i}].stages"))
+                .error(file, format!("chain `{}` makes no copies: its last stage must be `copy`", c.name.value)));
         }
         chains.push(ChainSpec {
             name: c.name.value.clone(),
@@ -285,7 +345,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         workers[i % n].ports.extend([a, b]);
     }
     for p in 0..ports.len() as PortId {
-        if links.peer(p).is_none() {
+        if links.peer(p).is_none() && !tool_ports.contains(&p) {
             if let Some(w) = workers.iter_mut().min_by_key(|w| w.ports.len()) {
                 w.ports.push(p);
             }
@@ -301,6 +361,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         ports,
         links,
         sinks,
+        tool_ports,
         chains,
         rules,
         workers,
@@ -337,14 +398,20 @@ fn compile_rule(
             return Err(at(&r.name, "name").error(file, format!("rule `{}` needs `chain: <chain name>` or `action: drop`", r.name.value)))
         }
     };
-    let m = &r.matches;
+    let matches = compile_match(&r.matches, &format!("rules[{i}].match"), file, port_ix)?;
+    Ok(Rule { name: r.name.value.clone(), priority: r.priority.value, matches, symmetric: r.symmetric, action })
+}
+
+/// Compiles match fields (of a rule, or of a `filter` stage under `prefix`).
+fn compile_match(m: &MatchCfg, prefix: &str, file: &str, port_ix: &HashMap<String, usize>) -> Result<Match, ConfigError> {
+    let at = |s: &dyn SpanOf, f: &str| Pos { line: s.line(), column: s.column(), field: format!("{prefix}.{f}") };
     let mut out = Match::default();
     if let Some(p) = &m.in_port {
-        out.in_port = Some(lookup(port_ix, p, format!("rules[{i}].match.in_port"), file, "port")? as PortId);
+        out.in_port = Some(lookup(port_ix, p, format!("{prefix}.in_port"), file, "port")? as PortId);
     }
     out.src_mac = m.src_mac.as_ref().map(|s| s.value.0);
     out.dst_mac = m.dst_mac.as_ref().map(|s| s.value.0);
-    for (v, f) in [(&m.vlan, "match.vlan"), (&m.inner_vlan, "match.inner_vlan")] {
+    for (v, f) in [(&m.vlan, "vlan"), (&m.inner_vlan, "inner_vlan")] {
         if let Some(v) = v {
             if v.value > 4095 {
                 return Err(at(v, f).error(file, format!("VLAN id {} is out of range (0..=4095)", v.value)));
@@ -352,7 +419,7 @@ fn compile_rule(
         }
     }
     if let (Some(inner), None) = (&m.inner_vlan, &m.vlan) {
-        return Err(at(inner, "match.inner_vlan").error(file, "inner_vlan needs vlan (the outer tag) too"));
+        return Err(at(inner, "inner_vlan").error(file, "inner_vlan needs vlan (the outer tag) too"));
     }
     out.vlan = m.vlan.as_ref().map(|v| v.value);
     out.inner_vlan = m.inner_vlan.as_ref().map(|v| v.value);
@@ -361,13 +428,13 @@ fn compile_rule(
     out.dst_ip = m.dst.as_ref().map(|s| s.value.0);
     if let (Some(s), Some(d)) = (&m.src, &m.dst) {
         if s.value.0.addr().is_ipv4() != d.value.0.addr().is_ipv4() {
-            return Err(at(d, "match.dst").error(file, "src and dst are of different IP families; the rule could never match"));
+            return Err(at(d, "dst").error(file, "src and dst are of different IP families; the rule could never match"));
         }
     }
     let family = m.src.as_ref().or(m.dst.as_ref()).map(|s| if s.value.0.addr().is_ipv4() { 0x0800u16 } else { 0x86dd });
     if let (Some(fam), Some(et)) = (family, &m.ethertype) {
         if et.value.0 != fam {
-            return Err(at(et, "match.ethertype")
+            return Err(at(et, "ethertype")
                 .error(file, format!("ethertype {:#06x} contradicts the {} addresses in src/dst; the rule could never match", et.value.0, if fam == 0x0800 { "IPv4" } else { "IPv6" })));
         }
     }
@@ -376,10 +443,10 @@ fn compile_rule(
         let v6only = p.value.0 == proto::ICMPV6;
         let v4only = p.value.0 == proto::ICMP;
         if (family == Some(0x0800) && v6only) || (family == Some(0x86dd) && v4only) {
-            return Err(at(p, "match.proto").error(file, "this protocol does not exist in the IP family of src/dst; the rule could never match"));
+            return Err(at(p, "proto").error(file, "this protocol does not exist in the IP family of src/dst; the rule could never match"));
         }
     }
-    for (pr, f) in [(&m.src_port, "match.src_port"), (&m.dst_port, "match.dst_port")] {
+    for (pr, f) in [(&m.src_port, "src_port"), (&m.dst_port, "dst_port")] {
         if let Some(pr) = pr {
             let ok = matches!(out.proto, Some(proto::TCP | proto::UDP | proto::SCTP));
             if !ok {
@@ -389,7 +456,222 @@ fn compile_rule(
     }
     out.src_port = m.src_port.as_ref().map(|p| p.value.0);
     out.dst_port = m.dst_port.as_ref().map(|p| p.value.0);
-    Ok(Rule { name: r.name.value.clone(), priority: r.priority.value, matches: out, symmetric: r.symmetric, action })
+    if let Some(v) = &m.vni {
+        if v.value > 0x00ff_ffff {
+            return Err(at(v, "vni").error(file, format!("VNI {} is out of range (0..=16777215)", v.value)));
+        }
+        out.vni = Some(v.value);
+    }
+    Ok(out)
+}
+
+fn stage_name(s: &StageCfg) -> &'static str {
+    match s {
+        StageCfg::Filter(_) => "filter",
+        StageCfg::Sample { .. } => "sample",
+        StageCfg::Dedup { .. } => "dedup",
+        StageCfg::Strip(_) => "strip",
+        StageCfg::Slice { .. } => "slice",
+        StageCfg::Budget { .. } => "budget",
+        StageCfg::Copy { .. } => "copy",
+    }
+}
+
+/// Compiles one stage; `field` is its path (`chains[0].stages[2]`).
+fn compile_stage(
+    st: &Spanned<StageCfg>,
+    field: &str,
+    file: &str,
+    port_ix: &HashMap<String, usize>,
+    sink_ix: &HashMap<String, usize>,
+) -> Result<StageSpec, ConfigError> {
+    let err = |s: &dyn SpanOf, f: &str, msg: String| Pos { line: s.line(), column: s.column(), field: format!("{field}.{f}") }.error(file, msg);
+    Ok(match &st.value {
+        StageCfg::Filter(m) => StageSpec::Filter { matches: compile_match(m, &format!("{field}.filter"), file, port_ix)? },
+        StageCfg::Sample { one_in, per, seed } => {
+            if one_in.value == 0 {
+                return Err(err(one_in, "sample.one_in", "must be at least 1 (1 keeps every packet)".into()));
+            }
+            StageSpec::Sample { one_in: one_in.value, per_flow: *per == SamplePer::Flow, seed: *seed }
+        }
+        StageCfg::Dedup { window_ms } => {
+            let w = window_ms.value;
+            if !(w > 0.0 && w <= 10_000.0) {
+                return Err(err(window_ms, "dedup.window_ms", format!("window {w} ms is out of range (more than 0, at most 10000)")));
+            }
+            StageSpec::Dedup { window_ns: (w * 1e6) as u64 }
+        }
+        StageCfg::Strip(layers) => {
+            if layers.value.is_empty() {
+                return Err(err(layers, "strip", "name at least one layer: vxlan, geneve, vlan".into()));
+            }
+            let mut out = Vec::new();
+            for (k, l) in layers.value.iter().enumerate() {
+                let layer = match l.value {
+                    StripCfg::Vxlan => StripLayer::Vxlan,
+                    StripCfg::Geneve => StripLayer::Geneve,
+                    StripCfg::Vlan => StripLayer::Vlan,
+                };
+                if out.contains(&layer) {
+                    return Err(err(l, &format!("strip[{k}]"), "this layer is listed twice".into()));
+                }
+                out.push(layer);
+            }
+            StageSpec::Strip { layers: out }
+        }
+        StageCfg::Slice { snaplen } => {
+            if !(14..=65_535).contains(&snaplen.value) {
+                return Err(err(snaplen, "slice.snaplen", format!("snap length {} is out of range (14..=65535: at least an Ethernet header)", snaplen.value)));
+            }
+            StageSpec::Slice { snaplen: snaplen.value }
+        }
+        StageCfg::Budget { pps, bps } => {
+            if pps.is_none() && bps.is_none() {
+                return Err(Pos::of(st, field).error(file, "budget needs `pps`, `bps` or both"));
+            }
+            for (v, f) in [(pps, "budget.pps"), (bps, "budget.bps")] {
+                if let Some(v) = v {
+                    if v.value == 0 {
+                        return Err(err(v, f, "a zero budget would shed every copy; remove the copy stage instead".into()));
+                    }
+                }
+            }
+            StageSpec::Budget { pps: pps.as_ref().map(|v| v.value), bps: bps.as_ref().map(|v| v.value) }
+        }
+        StageCfg::Copy { to } => {
+            if to.is_empty() {
+                return Err(Pos::of(st, format!("{field}.copy.to")).error(file, "copy needs at least one sink in `to`"));
+            }
+            let mut idx = Vec::new();
+            for (k, s) in to.iter().enumerate() {
+                let n = lookup(sink_ix, s, format!("{field}.copy.to[{k}]"), file, "sink")?;
+                if idx.contains(&n) {
+                    return Err(err(s, &format!("copy.to[{k}]"), format!("sink `{}` is listed twice", s.value)));
+                }
+                idx.push(n);
+            }
+            StageSpec::Copy { to: idx }
+        }
+    })
+}
+
+/// Compiles one sink, refusing fields that do not apply to its type.
+fn compile_sink(
+    s: &SinkCfg,
+    i: usize,
+    file: &str,
+    port_ix: &HashMap<String, usize>,
+    linked: &HashMap<usize, usize>,
+) -> Result<SinkTarget, ConfigError> {
+    let kind = s.kind.value;
+    let name = &s.name.value;
+    let f = |n: &str| format!("sinks[{i}].{n}");
+    let kind_str = match kind {
+        SinkKind::Pcapng => "pcapng",
+        SinkKind::Port => "port",
+        SinkKind::Erspan => "erspan",
+        SinkKind::Vxlan => "vxlan",
+        SinkKind::Gre => "gre",
+    };
+    // Which fields each type takes.
+    let allowed: &[&str] = match kind {
+        SinkKind::Pcapng => &["path", "rotate_mb", "rotate_seconds", "keep", "fsync"],
+        SinkKind::Port => &["port", "vlan"],
+        SinkKind::Erspan => &["destination", "source", "session", "erspan_type"],
+        SinkKind::Vxlan => &["destination", "source", "vni", "dst_port"],
+        SinkKind::Gre => &["destination", "source"],
+    };
+    let present: [(&str, Option<Pos>); 13] = [
+        ("path", s.path.as_ref().map(|v| Pos::of(v, f("path")))),
+        ("rotate_mb", s.rotate_mb.as_ref().map(|v| Pos::of(v, f("rotate_mb")))),
+        ("rotate_seconds", s.rotate_seconds.as_ref().map(|v| Pos::of(v, f("rotate_seconds")))),
+        ("keep", s.keep.as_ref().map(|v| Pos::of(v, f("keep")))),
+        ("fsync", s.fsync.as_ref().map(|v| Pos::of(v, f("fsync")))),
+        ("port", s.port.as_ref().map(|v| Pos::of(v, f("port")))),
+        ("vlan", s.vlan.as_ref().map(|v| Pos::of(v, f("vlan")))),
+        ("destination", s.destination.as_ref().map(|v| Pos::of(v, f("destination")))),
+        ("source", s.source.as_ref().map(|v| Pos::of(v, f("source")))),
+        ("vni", s.vni.as_ref().map(|v| Pos::of(v, f("vni")))),
+        ("dst_port", s.dst_port.as_ref().map(|v| Pos::of(v, f("dst_port")))),
+        ("session", s.session.as_ref().map(|v| Pos::of(v, f("session")))),
+        ("erspan_type", s.erspan_type.as_ref().map(|v| Pos::of(v, f("erspan_type")))),
+    ];
+    for (field, pos) in &present {
+        if let Some(p) = pos {
+            if !allowed.contains(field) {
+                return Err(p.error(file, format!("`{field}` does not apply to {kind_str} sinks (they take: {})", allowed.join(", "))));
+            }
+        }
+    }
+    let need = |what: &str| Pos::of(&s.kind, f("type")).error(file, format!("{kind_str} sink `{name}` needs `{what}`"));
+    let remote = || -> Result<Remote, ConfigError> {
+        let d = s.destination.as_ref().ok_or_else(|| need("destination"))?;
+        if let Some(src) = &s.source {
+            if src.value.is_ipv4() != d.value.is_ipv4() {
+                return Err(Pos::of(src, f("source")).error(file, "source and destination are of different IP families"));
+            }
+        }
+        Ok(Remote { destination: d.value, source: s.source.as_ref().map(|v| v.value) })
+    };
+    Ok(match kind {
+        SinkKind::Pcapng => {
+            let path = s.path.as_ref().ok_or_else(|| need("path"))?.value.clone();
+            let rotate_bytes = match &s.rotate_mb {
+                Some(v) if !(v.value > 0.0 && v.value.is_finite()) => return Err(Pos::of(v, f("rotate_mb")).error(file, "must be a positive number of megabytes")),
+                Some(v) => Some((v.value * 1e6) as u64),
+                None => None,
+            };
+            let rotate_every = match &s.rotate_seconds {
+                Some(v) if !(v.value > 0.0 && v.value.is_finite()) => return Err(Pos::of(v, f("rotate_seconds")).error(file, "must be a positive number of seconds")),
+                Some(v) => Some(Duration::from_secs_f64(v.value)),
+                None => None,
+            };
+            let keep = match &s.keep {
+                Some(v) if v.value == 0 => return Err(Pos::of(v, f("keep")).error(file, "must keep at least 1 file")),
+                Some(v) if rotate_bytes.is_none() && rotate_every.is_none() => {
+                    return Err(Pos::of(v, f("keep")).error(file, "`keep` needs rotation (`rotate_mb` or `rotate_seconds`)"))
+                }
+                Some(v) => Some(v.value as usize),
+                None => None,
+            };
+            SinkTarget::Pcapng { path, rotate_bytes, rotate_every, keep, fsync: s.fsync.as_ref().map(|v| v.value).unwrap_or_default() }
+        }
+        SinkKind::Port => {
+            let p = s.port.as_ref().ok_or_else(|| need("port"))?;
+            let port = lookup(port_ix, p, f("port"), file, "port")?;
+            if let Some(l) = linked.get(&port) {
+                return Err(Pos::of(p, f("port")).error(file, format!("port `{}` is in links[{l}]; a tool port carries copies only", p.value)));
+            }
+            if let Some(v) = &s.vlan {
+                if v.value > 4095 {
+                    return Err(Pos::of(v, f("vlan")).error(file, format!("VLAN id {} is out of range (0..=4095)", v.value)));
+                }
+            }
+            SinkTarget::Port { port: port as PortId, vlan: s.vlan.as_ref().map(|v| v.value) }
+        }
+        SinkKind::Erspan => {
+            let remote = remote()?;
+            let session = s.session.as_ref().ok_or_else(|| need("session"))?;
+            if session.value > 1023 {
+                return Err(Pos::of(session, f("session")).error(file, format!("ERSPAN session id {} is out of range (0..=1023)", session.value)));
+            }
+            let t = s.erspan_type.as_ref().map(|v| (v.value, Some(v))).unwrap_or((2, None));
+            if !(t.0 == 2 || t.0 == 3) {
+                let p = t.1.map(|v| Pos::of(v, f("erspan_type"))).unwrap_or_else(|| Pos::of(&s.kind, f("type")));
+                return Err(p.error(file, format!("erspan_type {} is not 2 (type II) or 3 (type III)", t.0)));
+            }
+            SinkTarget::Erspan { remote, erspan_type: t.0, session: session.value }
+        }
+        SinkKind::Vxlan => {
+            let remote = remote()?;
+            let vni = s.vni.as_ref().ok_or_else(|| need("vni"))?;
+            if vni.value > 0x00ff_ffff {
+                return Err(Pos::of(vni, f("vni")).error(file, format!("VNI {} is out of range (0..=16777215)", vni.value)));
+            }
+            SinkTarget::Vxlan { remote, vni: vni.value, dst_port: s.dst_port.as_ref().map(|v| v.value).unwrap_or(4789) }
+        }
+        SinkKind::Gre => SinkTarget::Gre { remote: remote()? },
+    })
 }
 
 /// Anything with a position in the file.
@@ -457,6 +739,67 @@ mod tests {
         assert!(err("  - name: r\n    priority: 1\n    chain: watch\n  - name: r\n    priority: 2\n    chain: watch\n").message.contains("defined twice"));
         assert!(err("  - name: r\n    priority: 1\n").message.contains("needs `chain"));
         assert!(err("  - name: r\n    priority: 1\n    chain: watch\n    action: drop\n").message.contains("both"));
+    }
+
+    fn chain_err(stages: &str) -> ConfigError {
+        let text = format!("ports:\n  - {{ name: a, type: pcap, rx: x }}\nsinks:\n  - {{ name: cap, type: pcapng, path: c.pcapng }}\nchains:\n  - name: c\n    stages:\n{stages}");
+        compile(&parse_str(&text, "t").unwrap(), "t").unwrap_err()
+    }
+
+    #[test]
+    fn stages_compile_in_order() {
+        let text = "ports:\n  - { name: a, type: pcap, rx: x }\nsinks:\n  - { name: cap, type: pcapng, path: c.pcapng }\nchains:\n  - name: c\n    stages:\n      - filter: { proto: tcp, dst_port: 80 }\n      - sample: { one_in: 10, per: flow, seed: 3 }\n      - dedup: { window_ms: 5 }\n      - strip: [vxlan, vlan]\n      - slice: { snaplen: 128 }\n      - budget: { pps: 1000 }\n      - copy: { to: [cap] }\n";
+        let plan = compile(&parse_str(text, "t").unwrap(), "t").unwrap();
+        let kinds: Vec<&str> = plan.chains[0].stages.iter().map(StageSpec::kind).collect();
+        assert_eq!(kinds, ["filter", "sample", "dedup", "strip", "slice", "budget", "copy"]);
+        assert_eq!(plan.chains[0].stages[1], StageSpec::Sample { one_in: 10, per_flow: true, seed: 3 });
+        assert_eq!(plan.chains[0].stages[2], StageSpec::Dedup { window_ns: 5_000_000 });
+        assert_eq!(plan.chains[0].stages[3], StageSpec::Strip { layers: vec![StripLayer::Vxlan, StripLayer::Vlan] });
+    }
+
+    #[test]
+    fn bad_stages_are_refused_where_they_are() {
+        let e = chain_err("      - copy: { to: [cap] }\n      - slice: { snaplen: 64 }\n");
+        assert_eq!((e.line, e.field.as_str()), (9, "chains[0].stages[1]"));
+        assert!(e.message.contains("`slice` after `copy` can never run"), "{e}");
+        let e = chain_err("      - slice: { snaplen: 8 }\n      - copy: { to: [cap] }\n");
+        assert_eq!(e.field, "chains[0].stages[0].slice.snaplen");
+        assert!(e.message.contains("out of range"), "{e}");
+        let e = chain_err("      - budget: { pps: 0 }\n      - copy: { to: [cap] }\n");
+        assert!(e.message.contains("zero budget"), "{e}");
+        let e = chain_err("      - sample: { one_in: 0 }\n      - copy: { to: [cap] }\n");
+        assert!(e.message.contains("at least 1"), "{e}");
+        let e = chain_err("      - slice: { snaplen: 64 }\n");
+        assert!(e.message.contains("last stage must be `copy`"), "{e}");
+        let text = "ports: []\nchains:\n  - name: c\n    stages:\n      - mirror: { to: [x] }\n";
+        let e = parse_str(text, "t").unwrap_err();
+        assert_eq!((e.line, e.column), (5, 9));
+        assert!(e.message.contains("unknown variant `mirror`"), "{e}");
+    }
+
+    #[test]
+    fn sinks_take_only_their_own_fields() {
+        let sink = |body: &str| {
+            let text = format!("ports:\n  - {{ name: a, type: pcap, rx: x }}\n  - {{ name: ids, type: pcap, tx: t.pcap }}\nsinks:\n  - {body}\n");
+            compile(&parse_str(&text, "t").unwrap(), "t")
+        };
+        let plan = sink("{ name: s, type: vxlan, destination: 127.0.0.1, vni: 42 }").unwrap();
+        assert!(matches!(plan.sinks[0].target, SinkTarget::Vxlan { vni: 42, dst_port: 4789, .. }));
+        let plan = sink("{ name: s, type: port, port: ids, vlan: 7 }").unwrap();
+        assert_eq!(plan.tool_ports, vec![1]);
+        assert!(plan.workers[0].ports == vec![0], "tool ports are not polled: {:?}", plan.workers);
+        let e = sink("{ name: s, type: pcapng, path: x, vni: 4 }").unwrap_err();
+        assert!(e.message.contains("`vni` does not apply to pcapng sinks"), "{e}");
+        let e = sink("{ name: s, type: erspan, destination: 127.0.0.1, session: 2000 }").unwrap_err();
+        assert!(e.message.contains("out of range (0..=1023)"), "{e}");
+        let e = sink("{ name: s, type: erspan, destination: 127.0.0.1, session: 1, erspan_type: 4 }").unwrap_err();
+        assert!(e.message.contains("not 2 (type II) or 3"), "{e}");
+        let e = sink("{ name: s, type: gre }").unwrap_err();
+        assert!(e.message.contains("needs `destination`"), "{e}");
+        let e = sink("{ name: s, type: pcapng, path: x, keep: 3 }").unwrap_err();
+        assert!(e.message.contains("needs rotation"), "{e}");
+        let e = sink("{ name: s, type: vxlan, destination: 127.0.0.1, source: \"::1\", vni: 1 }").unwrap_err();
+        assert!(e.message.contains("different IP families"), "{e}");
     }
 
     #[test]

@@ -194,7 +194,7 @@ pub enum PortKind {
     Pcap,
 }
 
-/// One sink.
+/// One sink. Which fields apply depends on `type`; the others are refused.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkCfg {
@@ -203,16 +203,62 @@ pub struct SinkCfg {
     /// The sink type.
     #[serde(rename = "type")]
     pub kind: Spanned<SinkKind>,
-    /// `pcapng`: the file copies are written to.
+    /// `pcapng`: the file, or with rotation the file name pattern
+    /// (`%Y %m %d %H %M %S` in UTC, `%n` a sequence number).
     pub path: Option<Spanned<PathBuf>>,
+    /// `pcapng`: start a new file when this one reaches this many megabytes (10^6 bytes).
+    pub rotate_mb: Option<Spanned<f64>>,
+    /// `pcapng`: start a new file after this many seconds.
+    pub rotate_seconds: Option<Spanned<f64>>,
+    /// `pcapng`: keep at most this many files (the oldest are deleted).
+    pub keep: Option<Spanned<u32>>,
+    /// `pcapng`: when to fsync: `never` (default), `on-rotate`, `every-flush`.
+    pub fsync: Option<Spanned<FsyncCfg>>,
+    /// `port`: the dataplane port copies are transmitted on (the tool port).
+    pub port: Option<Spanned<String>>,
+    /// `port`: VLAN id pushed on the copies (0..=4095).
+    pub vlan: Option<Spanned<u16>>,
+    /// `erspan`, `vxlan`, `gre`: the remote analyser's address.
+    pub destination: Option<Spanned<std::net::IpAddr>>,
+    /// `erspan`, `vxlan`, `gre`: source address (default: the one of the route to the destination).
+    pub source: Option<Spanned<std::net::IpAddr>>,
+    /// `vxlan`: VNI of the copies (0..=16777215).
+    pub vni: Option<Spanned<u32>>,
+    /// `vxlan`: UDP destination port (default 4789).
+    pub dst_port: Option<Spanned<u16>>,
+    /// `erspan`: session id (0..=1023).
+    pub session: Option<Spanned<u16>>,
+    /// `erspan`: 2 (type II) or 3 (type III, with timestamps).
+    pub erspan_type: Option<Spanned<u8>>,
 }
 
 /// Sink types that can be configured.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SinkKind {
-    /// A pcapng file, one interface per ingress port, the rule in each packet's comment.
+    /// A pcapng file (optionally rotated), one interface per ingress port, the rule in each packet's comment.
     Pcapng,
+    /// A dataplane port used as a tool port.
+    Port,
+    /// ERSPAN type II or III over GRE to a remote analyser.
+    Erspan,
+    /// VXLAN to a remote address.
+    Vxlan,
+    /// GRE transparent Ethernet bridging to a remote address.
+    Gre,
+}
+
+/// fsync policy of a pcapng sink.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsyncCfg {
+    /// Leave it to the kernel.
+    #[default]
+    Never,
+    /// fsync each file when it is closed by rotation.
+    OnRotate,
+    /// fsync whenever the sink flushes (about every idle moment).
+    EveryFlush,
 }
 
 /// One service chain.
@@ -239,15 +285,70 @@ pub enum OnFailureCfg {
     FailClosed,
 }
 
-/// One stage of a chain.
+/// One stage of a chain; `copy` is last.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum StageCfg {
+    /// Copy only packets that also match these fields (as in rules).
+    Filter(MatchCfg),
+    /// Copy one packet in N, or every packet of one flow in N.
+    Sample {
+        /// N.
+        one_in: Spanned<u32>,
+        /// `packet` (default) or `flow`.
+        #[serde(default)]
+        per: SamplePer,
+        /// Seed, for repeatable runs.
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Drop copies of the same packet seen again within the window.
+    Dedup {
+        /// Window in milliseconds.
+        window_ms: Spanned<f64>,
+    },
+    /// Remove overlay and VLAN headers from copies (outermost first).
+    Strip(Spanned<Vec<Spanned<StripCfg>>>),
+    /// Cut copies to a snap length.
+    Slice {
+        /// Bytes kept (14..=65535).
+        snaplen: Spanned<u32>,
+    },
+    /// Token-bucket caps on the chain's copies.
+    Budget {
+        /// Copies per second.
+        pps: Option<Spanned<u64>>,
+        /// Copied bits per second.
+        bps: Option<Spanned<u64>>,
+    },
     /// Copy the packet to sinks.
     Copy {
         /// Sink names.
         to: Vec<Spanned<String>>,
     },
+}
+
+/// What `sample` picks.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplePer {
+    /// One packet in N.
+    #[default]
+    Packet,
+    /// Every packet of one flow (both directions) in N.
+    Flow,
+}
+
+/// Layers `strip` removes.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StripCfg {
+    /// VXLAN (UDP 4789).
+    Vxlan,
+    /// Geneve (UDP 6081).
+    Geneve,
+    /// 802.1Q / 802.1ad tags.
+    Vlan,
 }
 
 /// One steering rule.
@@ -304,6 +405,8 @@ pub struct MatchCfg {
     pub src_port: Option<Spanned<PortRangeCfg>>,
     /// Destination port or range; needs proto tcp, udp or sctp.
     pub dst_port: Option<Spanned<PortRangeCfg>>,
+    /// VNI of VXLAN or Geneve traffic (the other fields then match the inner headers).
+    pub vni: Option<Spanned<u32>>,
 }
 
 /// A MAC address from YAML.

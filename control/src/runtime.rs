@@ -6,11 +6,16 @@
 //! workers drain and flush, then sink threads write what is queued, then the
 //! final counters are read.
 
-use crate::compile::{Plan, PortPlan};
-use crate::config::{PortKind, SinkKind};
+use crate::compile::{Plan, PortPlan, Remote, SinkPlan, SinkTarget};
+use crate::config::{FsyncCfg, PortKind};
 use crate::report::Snapshot;
-use chains::sink::pcapng::PcapngSink;
-use chains::sink::{Names, Sink, SinkQueue, SinkThread};
+use chains::sink::erspan::{ErspanSink, ErspanVersion};
+use chains::sink::gre::GreSink;
+use chains::sink::pcapng::{Fsync, PcapngOptions, PcapngSink};
+use chains::sink::port::PortSink;
+use chains::sink::remote::RemoteCfg;
+use chains::sink::vxlan::VxlanSink;
+use chains::sink::{Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainStats};
 use dataplane::packet::{PortId, Pool};
@@ -28,6 +33,8 @@ use std::time::{Duration, Instant};
 pub const MAX_FRAME: usize = 9216;
 /// Receive buffers per capture-file port.
 const PCAP_RX_BUFFERS: usize = 1024;
+/// Buffers a tool-port sink builds VLAN-tagged copies in.
+const TOOL_PORT_BUFFERS: usize = 256;
 
 /// Why the dataplane could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -101,23 +108,126 @@ fn open_port(p: &PortPlan, id: PortId, rx: Option<&Path>, tx: Option<&Path>) -> 
 /// Each sink's queue and the sink itself, by sink index.
 type OpenSinks = (Vec<Arc<SinkQueue>>, Vec<Box<dyn Sink>>);
 
-fn open_sinks(plan: &Plan) -> Result<OpenSinks, RuntimeError> {
+/// Opens every sink; `port` sinks take their tool port out of `slots`.
+/// With `strict`, a sink that cannot be opened is an error; otherwise the
+/// dataplane starts without it (fail-open) and the sink thread keeps trying.
+fn open_sinks(plan: &Plan, slots: &mut [Option<Box<dyn Port>>], strict: bool) -> Result<OpenSinks, RuntimeError> {
     let mut queues = Vec::new();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for s in &plan.sinks {
-        let sink: Box<dyn Sink> = match s.kind {
-            SinkKind::Pcapng => Box::new(PcapngSink::create(&s.name, &s.path).map_err(|e| {
-                let why = match &e {
-                    chains::sink::SinkError::Io { source, .. } => source.to_string(),
-                    other => other.to_string(),
-                };
-                RuntimeError::Sink { sink: s.name.clone(), message: format!("cannot write {}: {why}", s.path.display()) }
-            })?),
+        let queue = Arc::new(SinkQueue::new(&s.name, plan.sink_queue));
+        let sink: Box<dyn Sink> = match &s.target {
+            SinkTarget::Port { port, vlan } => {
+                let p = slots.get_mut(*port as usize).and_then(Option::take).ok_or_else(|| RuntimeError::Sink {
+                    sink: s.name.clone(),
+                    message: format!("tool port {port} is not available"),
+                })?;
+                Box::new(PortSink::new(&s.name, p, *vlan, Pool::new(TOOL_PORT_BUFFERS, MAX_FRAME)))
+            }
+            target => {
+                let mut open = reopener(s.name.clone(), target.clone());
+                match open() {
+                    Ok(sink) => sink,
+                    Err(e) => {
+                        let why = match &e {
+                            SinkError::Io { source, .. } => source.to_string(),
+                            other => other.to_string(),
+                        };
+                        let err = RuntimeError::Sink { sink: s.name.clone(), message: format!("cannot open {}: {why}", describe(target)) };
+                        if strict {
+                            return Err(err);
+                        }
+                        log::error!("{err}; starting without it: its copies are lost until it opens");
+                        queue.start_down();
+                        Box::new(Deferred { name: s.name.clone(), open, inner: None })
+                    }
+                }
+            }
         };
-        queues.push(Arc::new(SinkQueue::new(&s.name, plan.sink_queue)));
+        queues.push(queue);
         sinks.push(sink);
     }
     Ok((queues, sinks))
+}
+
+/// Where a sink writes, for error messages.
+fn describe(t: &SinkTarget) -> String {
+    match t {
+        SinkTarget::Pcapng { path, .. } => path.display().to_string(),
+        SinkTarget::Port { port, .. } => format!("tool port {port}"),
+        SinkTarget::Erspan { remote, .. } | SinkTarget::Gre { remote } => remote.destination.to_string(),
+        SinkTarget::Vxlan { remote, dst_port, .. } => format!("{}:{dst_port}", remote.destination),
+    }
+}
+
+/// A sink that could not be opened at start (directory not writable yet,
+/// no route to the analyser): the dataplane runs anyway (fail-open), the sink
+/// thread counts its copies as lost and retries the open with backoff.
+struct Deferred {
+    name: String,
+    open: Box<dyn FnMut() -> Result<Box<dyn Sink>, SinkError> + Send>,
+    inner: Option<Box<dyn Sink>>,
+}
+
+impl Sink for Deferred {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn write(&mut self, rec: &chains::sink::CopyRecord, names: &Names) -> Result<(), SinkError> {
+        if self.inner.is_none() {
+            self.inner = Some((self.open)()?);
+            log::info!("sink {}: opened", self.name);
+        }
+        match &mut self.inner {
+            Some(s) => s.write(rec, names),
+            None => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        match &mut self.inner {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens a file or remote sink again (for [`Deferred`]).
+fn reopener(name: String, target: SinkTarget) -> Box<dyn FnMut() -> Result<Box<dyn Sink>, SinkError> + Send> {
+    Box::new(move || -> Result<Box<dyn Sink>, SinkError> {
+        Ok(match &target {
+            SinkTarget::Pcapng { path, rotate_bytes, rotate_every, keep, fsync } => Box::new(PcapngSink::with_options(
+                &name,
+                path,
+                PcapngOptions {
+                    rotate_bytes: *rotate_bytes,
+                    rotate_every: *rotate_every,
+                    keep: *keep,
+                    fsync: match fsync {
+                        FsyncCfg::Never => Fsync::Never,
+                        FsyncCfg::OnRotate => Fsync::OnRotate,
+                        FsyncCfg::EveryFlush => Fsync::EveryFlush,
+                    },
+                },
+            )?),
+            SinkTarget::Erspan { remote, erspan_type, session } => Box::new(ErspanSink::new(
+                &name,
+                remote_cfg(remote),
+                if *erspan_type == 3 { ErspanVersion::III } else { ErspanVersion::II },
+                *session,
+            )?),
+            SinkTarget::Vxlan { remote, vni, dst_port } => Box::new(VxlanSink::new(&name, remote_cfg(remote), *vni, *dst_port)?),
+            SinkTarget::Gre { remote } => Box::new(GreSink::new(&name, remote_cfg(remote))?),
+            SinkTarget::Port { .. } => {
+                return Err(SinkError::Format { sink: name.clone(), message: "a tool port is opened with the dataplane".into() })
+            }
+        })
+    })
+}
+
+fn remote_cfg(r: &Remote) -> RemoteCfg {
+    RemoteCfg { destination: r.destination, source: r.source }
 }
 
 /// A running dataplane.
@@ -130,13 +240,22 @@ pub struct Running {
 }
 
 /// Opens ports and sinks and starts the workers.
-fn start(plan: &Plan, ports: Vec<Box<dyn Port>>, spawn_threads: bool) -> Result<(Running, Vec<Worker<ChainSet>>), RuntimeError> {
+/// Opens sinks and builds the workers; with `spawn_threads` each worker gets
+/// its pinned thread, otherwise they are returned for the caller to run.
+/// `strict_sinks`: a sink that cannot be opened is an error (else it is retried).
+fn start(
+    plan: &Plan,
+    ports: Vec<Box<dyn Port>>,
+    spawn_threads: bool,
+    strict_sinks: bool,
+) -> Result<(Running, Vec<Worker<ChainSet>>), RuntimeError> {
     let names = Arc::new(Names {
         ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
         rules: plan.rules.rules().iter().map(|r| r.name.clone()).collect(),
         chains: plan.chains.iter().map(|c| c.name.clone()).collect(),
     });
-    let (queues, sinks) = open_sinks(plan)?;
+    let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
+    let (queues, sinks) = open_sinks(plan, &mut slots, strict_sinks)?;
     let mut sink_threads = Vec::new();
     for (q, s) in queues.iter().zip(sinks) {
         sink_threads.push(
@@ -146,7 +265,6 @@ fn start(plan: &Plan, ports: Vec<Box<dyn Port>>, spawn_threads: bool) -> Result<
     }
     let copy_pool = Pool::new(plan.copy_buffers, MAX_FRAME);
     let table = RuleTable::new(Arc::clone(&plan.rules));
-    let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
     let mut workers = Vec::new();
     let mut worker_stats = Vec::new();
     let mut chain_stats = Vec::new();
@@ -221,7 +339,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
     for (i, p) in plan.ports.iter().enumerate() {
         ports.push(open_port(p, i as PortId, p.rx.as_deref(), p.tx.as_deref())?);
     }
-    let (running, _) = start(plan, ports, true)?;
+    let (running, _) = start(plan, ports, true, false)?;
     let mut last = running.shared.snapshot();
     let mut last_t = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -270,7 +388,10 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
     }
     if let Some(out) = &args.output {
         // One file for every copy: each copy stage copies to it once.
-        plan.sinks = vec![crate::compile::SinkPlan { name: "replay".into(), kind: SinkKind::Pcapng, path: out.clone() }];
+        plan.sinks = vec![SinkPlan {
+            name: "replay".into(),
+            target: SinkTarget::Pcapng { path: out.clone(), rotate_bytes: None, rotate_every: None, keep: None, fsync: FsyncCfg::Never },
+        }];
         for c in &mut plan.chains {
             for s in &mut c.stages {
                 if let StageSpec::Copy { to } = s {
@@ -285,10 +406,17 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
     for (i, p) in plan.ports.iter().enumerate() {
         let id = i as PortId;
         let rx = (id == in_id).then_some(args.input.as_path());
-        let tx = if Some(id) == out_id { args.forwarded.as_deref() } else { None };
+        // Tool ports keep their configured output: that is where their copies go.
+        let tx = if Some(id) == out_id {
+            args.forwarded.as_deref()
+        } else if plan.tool_ports.contains(&id) && args.output.is_none() {
+            p.tx.as_deref()
+        } else {
+            None
+        };
         ports.push(open_port(p, id, rx, tx)?);
     }
-    let (running, mut workers) = start(plan, ports, false)?;
+    let (running, mut workers) = start(plan, ports, false, args.output.is_some())?;
     let never = AtomicBool::new(false);
     for w in &mut workers {
         w.run_to_end(&never);

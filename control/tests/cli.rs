@@ -1012,23 +1012,56 @@ fn busy_poll_run_stops_on_sigterm_with_summaries_off() {
 }
 
 #[test]
-fn run_rejects_a_bad_stats_interval_and_a_missing_sink_directory() {
-    let dir = tempfile::tempdir().unwrap();
+fn run_rejects_a_bad_stats_interval() {
     let out = flowsteer(&[&"run", &"-c", &demo(), &"--stats-interval", &"nan"]);
     out.assert_code(2);
     assert!(out.stderr.contains("--stats-interval must be 0 (off) or a number of seconds"), "{}", out.stderr);
-    // The sink cannot be created: exit 1 before any worker starts, no report.
-    let cfg = format!(
-        "ports:\n  - {{ name: a, type: pcap, rx: {} }}\n  - {{ name: b, type: pcap, tx: {}/fwd.pcap }}\nlinks:\n  - [a, b]\nsinks:\n  - {{ name: ids, type: pcapng, path: {}/no/such/dir/c.pcapng }}\nchains:\n  - {{ name: c, stages: [ {{ copy: {{ to: [ids] }} }} ] }}\nrules:\n  - {{ name: all, priority: 1, chain: c }}\n",
-        sample().display(),
-        dir.path().display(),
-        dir.path().display()
-    );
-    let cfg = write(dir.path(), "nosink.yaml", &cfg);
-    let out = flowsteer(&[&"run", &"-c", &cfg]);
-    out.assert_code(1);
-    assert!(out.stderr.contains("sink `ids`") && out.stderr.contains("No such file or directory"), "{}", out.stderr);
-    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+/// A sink that cannot be opened (its directory does not exist) does not stop
+/// the dataplane: fail-open forwards everything and counts every lost copy;
+/// fail-closed drops the chain's originals (counted) while the sink is down.
+#[test]
+fn busy_poll_run_starts_without_a_sink_that_cannot_open() {
+    require_tshark();
+    for policy in ["fail-open", "fail-closed"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cfg = format!(
+            "dataplane:\n  stats_interval: 0\nports:\n  - {{ name: a, type: pcap, rx: {} }}\n  - {{ name: b, type: pcap, tx: {}/fwd.pcap }}\nlinks:\n  - [a, b]\nsinks:\n  - {{ name: ids, type: pcapng, path: {}/no/such/dir/c.pcapng }}\nchains:\n  - {{ name: c, on_failure: {policy}, stages: [ {{ copy: {{ to: [ids] }} }} ] }}\nrules:\n  - {{ name: all, priority: 1, chain: c }}\n",
+            sample().display(),
+            d.display(),
+            d.display()
+        );
+        let cfg = write(d, "nosink.yaml", &cfg);
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg);
+        let proc = Proc::spawn(&mut cmd);
+        std::thread::sleep(Duration::from_millis(600));
+        let kill = Proc::spawn(Command::new("/bin/kill").arg("-INT").arg(proc.pid().to_string())).wait(CMD_TIMEOUT);
+        assert_eq!(kill.code, Some(0), "kill -INT: {}", kill.stderr);
+        let out = proc.wait(Duration::from_secs(10));
+        out.assert_code(0);
+        assert!(
+            out.stderr.contains("sink `ids`") && out.stderr.contains("No such file or directory") && out.stderr.contains("starting without it"),
+            "{policy}: {}",
+            out.stderr
+        );
+        let forwarded = count_packets(&d.join("fwd.pcap"));
+        if policy == "fail-open" {
+            assert_eq!(forwarded, 34, "{}", out.stdout);
+            assert!(out.stdout.contains("copies: lost 34 "), "every copy is accounted for:\n{}", out.stdout);
+        } else {
+            // Down from the start: originals are dropped. Only a retry of the sink (after its
+            // backoff, if the worker started that late) lets an original through with its copy,
+            // which is then lost and counted.
+            let closed = 34 - forwarded;
+            assert!(closed > 0, "{}", out.stdout);
+            assert!(out.stdout.contains(&format!("closed-drops {closed}")), "{}", out.stdout);
+            assert!(out.stdout.contains(&format!("chain_closed {closed}")), "{}", out.stdout);
+            assert!(out.stdout.contains(&format!("copies: lost {forwarded} ")), "{}", out.stdout);
+        }
+    }
 }
 
 /// Every other "cannot open" error names the file (ports do:

@@ -69,6 +69,13 @@ impl SinkQueue {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// Marks the sink down before its thread starts (it could not be opened):
+    /// workers skip it and fail-closed chains drop their originals until the
+    /// sink thread's first retry succeeds.
+    pub fn start_down(&self) {
+        self.set_up(false);
+    }
+
     pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
     }

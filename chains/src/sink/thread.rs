@@ -71,8 +71,9 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
     // Copies handed to the sink but not yet flushed: they count as written
     // only once a flush succeeds, and as lost if it fails.
     let mut pending: u64 = 0;
-    let mut retry_at: Option<Instant> = None;
     let mut backoff = FIRST_BACKOFF;
+    // A sink that starts down (it could not be opened) is first retried after the backoff.
+    let mut retry_at: Option<Instant> = (!q.is_up()).then(|| Instant::now() + FIRST_BACKOFF);
     loop {
         if let Some(t) = retry_at {
             // Backoff over: let workers copy again; the next write and flush tell whether it is back.
