@@ -1151,3 +1151,188 @@ fn replay_in_port_selects_the_ingress_port() {
     assert_eq!(ports[1].split_whitespace().nth(1), Some("34"), "up rx-packets: {}", ports[1]);
     assert_eq!(count_packets(&fwd), 34);
 }
+
+// ---------------------------------------------------------------------------
+// 6. Service chains: stages and sinks, through `replay`
+// ---------------------------------------------------------------------------
+
+/// `n` UDP packets over `flows` flows (flow = source port), 10 µs apart,
+/// alternating direction per packet within a flow pair when `both_ways`.
+fn udp_flows(n: usize, flows: usize, len: usize, both_ways: bool) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let flow = (i % flows) as u16;
+            let (a, b) = (Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 21));
+            let fwd = !both_ways || (i / flows) % 2 == 0;
+            let (s, d, sp, dp) = if fwd { (a, b, 20_000 + flow, 7000) } else { (b, a, 7000, 20_000 + flow) };
+            PacketBuilder::ethernet(mac(1), mac(2)).ipv4(s, d).udp(sp, dp).pad_to(len).build()
+        })
+        .collect()
+}
+
+/// A config with one link, one pcapng sink (`copies.pcapng` in `d`), one
+/// chain with `stages` (YAML flow list items, without the final copy), and
+/// one rule steering all UDP (symmetric) through it.
+fn chain_config(d: &Path, input: &Path, stages: &str, extra_sinks: &str, to: &str) -> PathBuf {
+    let cfg = format!(
+        "dataplane:\n  stats_interval: 0\nports:\n  - {{ name: vm, type: pcap, rx: {} }}\n  - {{ name: up, type: pcap, tx: {}/fwd.pcap }}\n  - {{ name: tool, type: pcap, tx: {}/tool.pcap }}\nlinks:\n  - [vm, up]\nsinks:\n  - {{ name: cap, type: pcapng, path: {}/copies.pcapng }}\n{extra_sinks}chains:\n  - name: c\n    stages:\n{stages}      - copy: {{ to: [{to}] }}\nrules:\n  - {{ name: udp, priority: 1, match: {{ proto: udp }}, symmetric: true, chain: c }}\n",
+        input.display(),
+        d.display(),
+        d.display(),
+        d.display()
+    );
+    write(d, "chain.yaml", &cfg)
+}
+
+/// Replays `input` through `cfg` (configured sinks, forwarded output to `fwd.pcap`).
+fn replay_cfg(cfg: &Path, input: &Path, d: &Path) -> Output {
+    let out = flowsteer(&[&"replay", &"-c", &cfg, &"-i", &input, &"-f", &d.join("fwd.pcap")]);
+    out.assert_code(0);
+    out
+}
+
+#[test]
+fn chains_slice_keeps_the_original_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.pcap");
+    write_pcap(&input, &udp_flows(50, 5, 400, true));
+    let cfg = chain_config(d, &input, "      - slice: { snaplen: 64 }\n", "", "cap");
+    let out = replay_cfg(&cfg, &input, d);
+    let rows = tshark_fields(&d.join("copies.pcapng"), None, &["frame.len", "frame.cap_len"]);
+    assert_eq!(rows.len(), 50, "{}", out.stdout);
+    assert!(rows.iter().all(|r| r == &["400", "64"]), "{rows:?}");
+    assert_eq!(count_packets(&d.join("fwd.pcap")), 50, "originals untouched and all forwarded");
+    assert_eq!(tshark_hex(&d.join("fwd.pcap"), None), tshark_hex(&input, None));
+}
+
+#[test]
+fn chains_sample_one_in_n_is_within_five_percent_and_flows_stay_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.pcap");
+    write_pcap(&input, &udp_flows(100_000, 1000, 60, true));
+    for n in [10u32, 100] {
+        let cfg = chain_config(d, &input, &format!("      - sample: {{ one_in: {n}, seed: 7 }}\n"), "", "cap");
+        let out = replay_cfg(&cfg, &input, d);
+        let copies = count_packets(&d.join("copies.pcapng")) as f64;
+        let want = 100_000.0 / n as f64;
+        assert!((copies - want).abs() <= want * 0.05, "1 in {n}: {copies} copies, want {want} ± 5%\n{}", out.stdout);
+        assert!(out.stdout.contains("copies: lost 0 "), "{}", out.stdout);
+    }
+    // Per flow: every packet of a sampled flow (both directions), none of the others.
+    let cfg = chain_config(d, &input, "      - sample: { one_in: 10, per: flow, seed: 7 }\n", "", "cap");
+    replay_cfg(&cfg, &input, d);
+    let rows = tshark_fields(&d.join("copies.pcapng"), None, &["udp.srcport", "udp.dstport"]);
+    let mut per_flow: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &rows {
+        let client = if r[0] == "7000" { &r[1] } else { &r[0] };
+        *per_flow.entry(client.clone()).or_default() += 1;
+    }
+    assert!((60..=140).contains(&per_flow.len()), "about 100 of 1000 flows sampled: {}", per_flow.len());
+    assert!(per_flow.values().all(|&c| c == 100), "whole flows, both directions: {per_flow:?}");
+}
+
+#[test]
+fn chains_budget_caps_copies_by_capture_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.pcap");
+    // 100,000 packets 10 µs apart: one second of capture at 100 kpps.
+    write_pcap(&input, &udp_flows(100_000, 100, 60, false));
+    let cfg = chain_config(d, &input, "      - budget: { pps: 1000 }\n", "", "cap");
+    let out = replay_cfg(&cfg, &input, d);
+    let copies = count_packets(&d.join("copies.pcapng"));
+    assert!((950..=1100).contains(&copies), "pps 1000 over 1 s of capture: {copies} copies\n{}", out.stdout);
+    let shed = 100_000 - copies;
+    assert!(out.stdout.contains(&format!("shed {shed} ")), "every shed copy counted:\n{}", out.stdout);
+    assert_eq!(count_packets(&d.join("fwd.pcap")), 100_000, "no original is ever shed");
+}
+
+#[test]
+fn chains_filter_dedup_and_tool_port_vlan() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.pcap");
+    // Each packet twice, the second with a lower TTL (as seen after a hop): dedup keeps one.
+    let mut frames = Vec::new();
+    for i in 0..20u16 {
+        let b = PacketBuilder::ethernet(mac(1), mac(2)).ipv4(Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 21));
+        let dport = if i % 2 == 0 { 53 } else { 123 };
+        frames.push(b.clone().ttl(64).udp(30_000 + i, dport).payload(&i.to_be_bytes()).build());
+        frames.push(b.ttl(63).udp(30_000 + i, dport).payload(&i.to_be_bytes()).build());
+    }
+    write_pcap(&input, &frames);
+    let sink = "  - { name: ids, type: port, port: tool, vlan: 300 }\n";
+    let cfg = chain_config(d, &input, "      - filter: { proto: udp, dst_port: 53 }\n      - dedup: { window_ms: 1 }\n", sink, "cap, ids");
+    let out = replay_cfg(&cfg, &input, d);
+    let copies = tshark_fields(&d.join("copies.pcapng"), None, &["udp.dstport", "ip.ttl"]);
+    assert_eq!(copies.len(), 10, "10 DNS packets, duplicates removed:\n{}", out.stdout);
+    assert!(copies.iter().all(|r| r == &["53", "64"]), "{copies:?}");
+    let tool = tshark_fields(&d.join("tool.pcap"), None, &["vlan.id", "udp.dstport"]);
+    assert_eq!(tool.len(), 10, "{}", out.stdout);
+    assert!(tool.iter().all(|r| r == &["300", "53"]), "{tool:?}");
+    assert_eq!(count_packets(&d.join("fwd.pcap")), 40);
+}
+
+#[test]
+fn chains_vni_rules_and_strip_vxlan() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.pcap");
+    let inner = |s: u8, t: u8, sp: u16, dp: u16| {
+        PacketBuilder::ethernet(mac(s), mac(t))
+            .ipv4(Ipv4Addr::new(192, 168, 0, s), Ipv4Addr::new(192, 168, 0, t))
+            .tcp(sp, dp)
+            .build()
+    };
+    let outer = |vni: u32, f: &[u8]| {
+        PacketBuilder::ethernet(mac(100), mac(101)).ipv4(Ipv4Addr::new(172, 16, 0, 1), Ipv4Addr::new(172, 16, 0, 2)).vxlan(vni, f).build()
+    };
+    let frames = vec![
+        outer(5001, &inner(1, 2, 40_000, 5432)),
+        outer(5001, &inner(2, 1, 5432, 40_000)),
+        outer(5002, &inner(1, 2, 40_000, 5432)),
+        inner(1, 2, 40_000, 5432),
+    ];
+    write_pcap(&input, &frames);
+    let cfg = format!(
+        "dataplane:\n  stats_interval: 0\nports:\n  - {{ name: vm, type: pcap, rx: {} }}\n  - {{ name: up, type: pcap }}\nlinks:\n  - [vm, up]\nsinks:\n  - {{ name: cap, type: pcapng, path: {}/copies.pcapng }}\nchains:\n  - name: c\n    stages:\n      - strip: [vxlan]\n      - copy: {{ to: [cap] }}\nrules:\n  - name: tenant-db\n    priority: 1\n    match: {{ vni: 5001, src: 192.168.0.1, dst: 192.168.0.2, proto: tcp, dst_port: 5432 }}\n    symmetric: true\n    chain: c\n",
+        input.display(),
+        d.display()
+    );
+    let cfg = write(d, "vni.yaml", &cfg);
+    let out = flowsteer(&[&"replay", &"-c", &cfg, &"-i", &input]);
+    out.assert_code(0);
+    let rows = tshark_fields(&d.join("copies.pcapng"), None, &["vxlan.vni", "ip.src", "tcp.srcport", "frame.len"]);
+    let inner_len = inner(1, 2, 40_000, 5432).len().to_string();
+    assert_eq!(
+        rows,
+        vec![vec!["", "192.168.0.1", "40000", &inner_len], vec!["", "192.168.0.2", "5432", &inner_len]],
+        "both directions of VNI 5001 only, outer headers stripped:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn chains_rotation_produces_valid_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.pcap");
+    write_pcap(&input, &udp_flows(2000, 10, 200, false));
+    let sink = format!("  - {{ name: rot, type: pcapng, path: {}/rot-%n.pcapng, rotate_mb: 0.05, keep: 100 }}\n", d.display());
+    let cfg = chain_config(d, &input, "", &sink, "rot");
+    let out = replay_cfg(&cfg, &input, d);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("rot-"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "2000 copies of ~250 bytes in 50 kB files: {files:?}\n{}", out.stdout);
+    let total: usize = files.iter().map(|f| count_packets(f)).sum();
+    assert_eq!(total, 2000);
+    for f in &files {
+        assert!(std::fs::metadata(f).unwrap().len() <= 50_000, "{} is over the rotation size", f.display());
+    }
+}
