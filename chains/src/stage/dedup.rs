@@ -13,7 +13,8 @@
 //! fields a router rewrites left out: the IPv4 TTL and header checksum, the
 //! IPv6 hop limit. The L2 header (MACs, VLAN tags) is left out as well, since
 //! it differs between the two sides of a router or between an access and a
-//! trunk port. A non-IP frame is compared whole. Everything else must match
+//! trunk port. A non-IP frame is compared whole, an IP packet whose
+//! header does not parse from its IP header on. Everything else must match
 //! bit for bit (a packet an ECN-capable router marked CE is a new packet).
 //!
 //! The time of a sighting is the packet's receive timestamp, or the burst's
@@ -109,34 +110,40 @@ impl Dedup {
 /// Hash of the bytes of `frame` that stay the same in transit (see the module doc).
 fn invariant_hash(frame: &[u8], key: [u64; 2]) -> u64 {
     let mut h = Hasher::new(key);
-    let Some((et, l3)) = l3_of(frame) else {
-        h.write(frame);
-        return h.finish();
-    };
-    match et {
-        ethertype::IPV4 => match Ipv4Packet::new_checked(l3) {
+    // The IP header, copied with the fields routers rewrite zeroed, then the
+    // rest of the datagram as it is.
+    let mut header = [0u8; MAX_IP_HEADER];
+    let (header_len, rest) = match l3_of(frame) {
+        Some((ethertype::IPV4, l3)) => match Ipv4Packet::new_checked(l3) {
             Ok(ip) => {
-                let end = usize::from(ip.total_len()).clamp(ip.header_len(), l3.len());
-                let d = l3.get(..end).unwrap_or(l3);
-                h.write(d.get(..ipv4::field::TTL).unwrap_or(&[]));
-                h.write(d.get(ipv4::field::PROTOCOL..ipv4::field::CHECKSUM).unwrap_or(&[]));
-                h.write(d.get(ipv4::field::SRC_ADDR.start..).unwrap_or(&[]));
+                let len = ip.header_len();
+                let end = usize::from(ip.total_len()).clamp(len, l3.len());
+                let (Some(hdr), Some(dst)) = (l3.get(..len), header.get_mut(..len)) else { return h.finish(frame) };
+                dst.copy_from_slice(hdr);
+                header[ipv4::field::TTL] = 0;
+                header[ipv4::field::CHECKSUM..ipv4::field::CHECKSUM + 2].fill(0);
+                (len, l3.get(len..end).unwrap_or(&[]))
             }
-            Err(_) => h.write(l3),
+            Err(_) => return h.finish(l3),
         },
-        ethertype::IPV6 => match Ipv6Packet::new_checked(l3) {
+        Some((ethertype::IPV6, l3)) => match Ipv6Packet::new_checked(l3) {
             Ok(ip) => {
                 let end = (ipv6::HEADER_LEN + usize::from(ip.payload_len())).min(l3.len());
-                let d = l3.get(..end).unwrap_or(l3);
-                h.write(d.get(..ipv6::field::HOP_LIMIT).unwrap_or(&[]));
-                h.write(d.get(ipv6::field::SRC_ADDR.start..).unwrap_or(&[]));
+                let Some(hdr) = l3.get(..ipv6::HEADER_LEN) else { return h.finish(frame) };
+                header[..ipv6::HEADER_LEN].copy_from_slice(hdr);
+                header[ipv6::field::HOP_LIMIT] = 0;
+                (ipv6::HEADER_LEN, l3.get(ipv6::HEADER_LEN..end).unwrap_or(&[]))
             }
-            Err(_) => h.write(l3),
+            Err(_) => return h.finish(l3),
         },
-        _ => h.write(frame),
-    }
-    h.finish()
+        _ => return h.finish(frame),
+    };
+    h.write(header.get(..header_len).unwrap_or(&[]));
+    h.finish(rest)
 }
+
+/// Longest IP header [`invariant_hash`] rewrites: IPv4 with 40 bytes of options.
+const MAX_IP_HEADER: usize = 60;
 
 /// The EtherType after the VLAN tags and the bytes after them, if `frame` is
 /// long enough to have them.
@@ -154,61 +161,46 @@ fn l3_of(frame: &[u8]) -> Option<(u16, &[u8])> {
     Some((et, rest))
 }
 
-/// A keyed streaming hash: 16 bytes per 64×64→128-bit multiply, folded
-/// (the construction of foldhash and wyhash). Pieces are hashed as one
-/// stream, so where the excluded fields were cut does not matter.
+/// A keyed hash: 16 bytes per 64×64→128-bit multiply, folded (the
+/// construction of foldhash and wyhash). Each piece is padded to 16 bytes on
+/// its own: pieces are cut at the same places in every sighting of a packet.
 struct Hasher {
     acc: u64,
     key: [u64; 2],
-    /// Bytes carried over from a piece that did not end on 16 bytes.
-    buf: [u8; 16],
-    fill: usize,
     len: u64,
 }
 
 impl Hasher {
     fn new(key: [u64; 2]) -> Hasher {
-        Hasher { acc: key[0], key, buf: [0; 16], fill: 0, len: 0 }
+        Hasher { acc: key[0], key, len: 0 }
     }
 
     #[inline]
     fn block(&mut self, b: &[u8; 16]) {
-        let (lo, hi) = b.split_at(8);
-        let lo = u64::from_le_bytes(lo.try_into().unwrap_or_default());
-        let hi = u64::from_le_bytes(hi.try_into().unwrap_or_default());
+        let lo = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let hi = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
         self.acc =
             fold_mul(lo ^ self.acc, hi ^ self.key[1]).rotate_left(23) ^ self.acc.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 
-    fn write(&mut self, mut data: &[u8]) {
-        self.len += data.len() as u64;
-        if self.fill > 0 {
-            let take = (16 - self.fill).min(data.len());
-            let (head, rest) = data.split_at(take);
-            self.buf[self.fill..self.fill + take].copy_from_slice(head);
-            self.fill += take;
-            data = rest;
-            if self.fill < 16 {
-                return;
-            }
-            let b = self.buf;
-            self.block(&b);
-            self.fill = 0;
-        }
+    #[inline]
+    fn write(&mut self, data: &[u8]) {
+        self.len = self.len.wrapping_mul(0x1_0000).wrapping_add(data.len() as u64);
         let (blocks, tail) = data.as_chunks::<16>();
         for b in blocks {
             self.block(b);
         }
-        self.buf[..tail.len()].copy_from_slice(tail);
-        self.fill = tail.len();
+        if !tail.is_empty() {
+            let mut last = [0u8; 16];
+            last[..tail.len()].copy_from_slice(tail);
+            self.block(&last);
+        }
     }
 
-    fn finish(mut self) -> u64 {
-        if self.fill > 0 {
-            self.buf[self.fill..].fill(0);
-            let b = self.buf;
-            self.block(&b);
-        }
+    /// Hashes the last piece and returns the hash.
+    #[inline]
+    fn finish(mut self, last: &[u8]) -> u64 {
+        self.write(last);
         fold_mul(self.acc ^ self.len, self.key[1] ^ 0x243f_6a88_85a3_08d3)
     }
 }
@@ -320,15 +312,19 @@ mod tests {
     }
 
     #[test]
-    fn hasher_is_a_stream() {
-        let key = [1, 2];
-        let data: Vec<u8> = (0..100).collect();
-        let mut whole = Hasher::new(key);
-        whole.write(&data);
-        let mut parts = Hasher::new(key);
-        for piece in data.chunks(7) {
-            parts.write(piece);
-        }
-        assert_eq!(whole.finish(), parts.finish());
+    fn ipv4_options_are_compared_and_ttl_is_not() {
+        let with = |opt: &[u8], ttl| {
+            PacketBuilder::ethernet(A, B)
+                .ipv4("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
+                .ipv4_options(opt)
+                .ttl(ttl)
+                .udp(1, 2)
+                .build()
+        };
+        let mut d = Dedup::new(1_000);
+        let c = StageCounters::default();
+        assert!(see(&mut d, &c, &with(&[0x94, 4, 0, 0], 64), 1, 0));
+        assert!(!see(&mut d, &c, &with(&[0x94, 4, 0, 0], 3), 1, 0));
+        assert!(see(&mut d, &c, &with(&[0x94, 4, 0, 1], 64), 1, 0));
     }
 }
