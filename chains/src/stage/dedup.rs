@@ -162,46 +162,55 @@ fn l3_of(frame: &[u8]) -> Option<(u16, &[u8])> {
 }
 
 /// A keyed hash: 16 bytes per 64×64→128-bit multiply, folded (the
-/// construction of foldhash and wyhash). Each piece is padded to 16 bytes on
-/// its own: pieces are cut at the same places in every sighting of a packet.
+/// construction of foldhash and wyhash), in two independent lanes over
+/// 32-byte steps so the multiplies of a long payload overlap. Each piece is
+/// padded on its own: pieces are cut at the same places in every sighting of
+/// a packet.
 struct Hasher {
-    acc: u64,
+    acc: [u64; 2],
     key: [u64; 2],
     len: u64,
 }
 
 impl Hasher {
     fn new(key: [u64; 2]) -> Hasher {
-        Hasher { acc: key[0], key, len: 0 }
+        Hasher { acc: [key[0], key[1].rotate_left(32)], key, len: 0 }
     }
 
-    #[inline]
-    fn block(&mut self, b: &[u8; 16]) {
+    #[inline(always)]
+    fn lane(acc: u64, key: u64, b: &[u8; 16]) -> u64 {
         let lo = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
         let hi = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
-        self.acc =
-            fold_mul(lo ^ self.acc, hi ^ self.key[1]).rotate_left(23) ^ self.acc.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        fold_mul(lo ^ acc, hi ^ key)
     }
 
     #[inline]
     fn write(&mut self, data: &[u8]) {
         self.len = self.len.wrapping_mul(0x1_0000).wrapping_add(data.len() as u64);
-        let (blocks, tail) = data.as_chunks::<16>();
-        for b in blocks {
-            self.block(b);
+        let (wide, rest) = data.as_chunks::<32>();
+        let [mut a, mut b] = self.acc;
+        for w in wide {
+            let (x, y) = w.split_at(16);
+            a = Self::lane(a, self.key[1], x.as_array().unwrap_or(&[0; 16]));
+            b = Self::lane(b, self.key[0], y.as_array().unwrap_or(&[0; 16]));
+        }
+        let (blocks, tail) = rest.as_chunks::<16>();
+        for block in blocks {
+            a = Self::lane(a, self.key[1], block);
         }
         if !tail.is_empty() {
             let mut last = [0u8; 16];
             last[..tail.len()].copy_from_slice(tail);
-            self.block(&last);
+            b = Self::lane(b, self.key[0], &last);
         }
+        self.acc = [a, b];
     }
 
     /// Hashes the last piece and returns the hash.
     #[inline]
     fn finish(mut self, last: &[u8]) -> u64 {
         self.write(last);
-        fold_mul(self.acc ^ self.len, self.key[1] ^ 0x243f_6a88_85a3_08d3)
+        fold_mul(self.acc[0] ^ self.len, self.acc[1] ^ 0x243f_6a88_85a3_08d3)
     }
 }
 
