@@ -47,8 +47,10 @@ impl Sink for Discard {
 /// `no-rules`: an empty rule set (parse and forward only);
 /// `no-match`: one rule that no flow matches (every packet parsed and looked up);
 /// `copy-10pct`: a rule steering a tenth of the flows through a copy chain;
-/// `copy-100pct`: a rule steering every flow through it.
-const SCENARIOS: [&str; 4] = ["no-rules", "no-match", "copy-10pct", "copy-100pct"];
+/// `copy-100pct`: a rule steering every flow through it;
+/// `chain-mix`: every flow through slice(128) + sample(1 in 10 packets) +
+/// budget(1 Mpps) + copy, the chain a monitoring team would deploy.
+const SCENARIOS: [&str; 5] = ["no-rules", "no-match", "copy-10pct", "copy-100pct", "chain-mix"];
 
 struct Args {
     flows: usize,
@@ -77,7 +79,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--bench" => {} // passed by `cargo bench`
             "-h" | "--help" => {
-                println!("throughput [--flows N] [--seconds S] [--core C|none] [--scenario all|no-rules|no-match|copy-10pct|copy-100pct]");
+                println!("throughput [--flows N] [--seconds S] [--core C|none] [--scenario all|no-rules|no-match|copy-10pct|copy-100pct|chain-mix]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`")),
@@ -99,6 +101,7 @@ struct Outcome {
     forwarded: u64,
     copies: u64,
     copies_lost: u64,
+    copies_shed: u64,
     dropped: u64,
 }
 
@@ -127,7 +130,16 @@ fn run(scenario: &str, args: &Args, frames: &[Vec<u8>]) -> Outcome {
     let pool = Pool::new(16_384, 2048);
     // The sink thread is not pinned: it sleeps when idle and the OS keeps it off the busy worker core.
     let sink = SinkThread::spawn(Box::new(Discard), Arc::clone(&queue), names).expect("start sink thread");
-    let spec = ChainSpec { name: "copy".into(), on_failure: OnFailure::FailOpen, stages: vec![StageSpec::Copy { to: vec![0] }] };
+    let stages = match scenario {
+        "chain-mix" => vec![
+            StageSpec::Slice { snaplen: 128 },
+            StageSpec::Sample { one_in: 10, per_flow: false, seed: 1 },
+            StageSpec::Budget { pps: Some(1_000_000), bps: None },
+            StageSpec::Copy { to: vec![0] },
+        ],
+        _ => vec![StageSpec::Copy { to: vec![0] }],
+    };
+    let spec = ChainSpec { name: "copy".into(), on_failure: OnFailure::FailOpen, stages };
     let chains = ChainSet::new(&[spec], &[Arc::clone(&queue)], &pool, 0, 1);
     let chain_stats = chains.stats();
     let stats = Arc::new(WorkerStats::new(2, 1));
@@ -167,12 +179,15 @@ fn run(scenario: &str, args: &Args, frames: &[Vec<u8>]) -> Outcome {
     let (tx, dt) = handle.join().expect("worker thread");
     stop.store(true, Ordering::Relaxed);
     sink.stop();
-    let st = &chain_stats[0].stages[0];
+    let chain = &chain_stats[0];
+    // The copy stage is the last; the ones before it shed on purpose.
+    let st = chain.stages.last().expect("a chain has a copy stage");
     Outcome {
         mpps: tx as f64 / dt / 1e6,
         forwarded: stats.tx.get(),
         copies: queue.written(),
         copies_lost: st.dropped.get() + st.errors.get(),
+        copies_shed: chain.stages.iter().map(|s| s.shed.get()).sum(),
         dropped: stats.dropped(),
     }
 }
@@ -197,8 +212,8 @@ fn main() {
     for s in &args.scenarios {
         let o = run(s, &args, &frames);
         println!(
-            "{:<12} {:>7.2} Mpps  (forwarded {} packets, copies written {}, copies lost {}, originals dropped {})",
-            s, o.mpps, o.forwarded, o.copies, o.copies_lost, o.dropped
+            "{:<12} {:>7.2} Mpps  (forwarded {} packets, copies written {}, copies lost {}, copies shed {}, originals dropped {})",
+            s, o.mpps, o.forwarded, o.copies, o.copies_lost, o.copies_shed, o.dropped
         );
     }
 }
