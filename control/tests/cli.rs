@@ -1297,7 +1297,7 @@ fn chains_vni_rules_and_strip_vxlan() {
     ];
     write_pcap(&input, &frames);
     let cfg = format!(
-        "dataplane:\n  stats_interval: 0\nports:\n  - {{ name: vm, type: pcap, rx: {} }}\n  - {{ name: up, type: pcap }}\nlinks:\n  - [vm, up]\nsinks:\n  - {{ name: cap, type: pcapng, path: {}/copies.pcapng }}\nchains:\n  - name: c\n    stages:\n      - strip: [vxlan]\n      - copy: {{ to: [cap] }}\nrules:\n  - name: tenant-db\n    priority: 1\n    match: {{ vni: 5001, src: 192.168.0.1, dst: 192.168.0.2, proto: tcp, dst_port: 5432 }}\n    symmetric: true\n    chain: c\n",
+        "dataplane:\n  stats_interval: 0\nports:\n  - {{ name: vm, type: pcap, rx: {} }}\n  - {{ name: up, type: pcap, tx: /dev/null }}\nlinks:\n  - [vm, up]\nsinks:\n  - {{ name: cap, type: pcapng, path: {}/copies.pcapng }}\nchains:\n  - name: c\n    stages:\n      - strip: [vxlan]\n      - copy: {{ to: [cap] }}\nrules:\n  - name: tenant-db\n    priority: 1\n    match: {{ vni: 5001, src: 192.168.0.1, dst: 192.168.0.2, proto: tcp, dst_port: 5432 }}\n    symmetric: true\n    chain: c\n",
         input.display(),
         d.display()
     );

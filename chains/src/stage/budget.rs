@@ -9,8 +9,9 @@
 //! its bits are those of the copy as planned so far,
 //! `min(snaplen, image length) × 8`, so put `budget` after `slice`/`strip`.
 //!
-//! The buckets refill from the burst clock (`now_ns`), never from a clock
-//! read in the stage, and hold 10 ms of the worker's share — at least one
+//! The buckets refill from the packet's receive timestamp when its port gives
+//! one (so a replayed capture is budgeted in capture time, as recorded), else
+//! from the burst clock (`now_ns`); never from a clock read in the stage. They hold 10 ms of the worker's share — at least one
 //! copy for `pps`, and at least one 9216-byte jumbo copy for `bps`, so a tiny
 //! cap still lets whole copies through. They start full. Over one second the
 //! stage passes at most `cap / share + depth` copies (or bits).
@@ -81,8 +82,11 @@ impl Budget {
     pub fn process(&mut self, s: &StageIn<'_>, plan: &mut CopyPlan, c: &StageCounters) {
         c.input.add(1);
         // A clock that steps back refills nothing (and does not underflow).
-        let elapsed = s.now_ns.saturating_sub(self.last_ns);
-        self.last_ns = self.last_ns.max(s.now_ns);
+        // The packet's receive time when the port gives one (a replayed capture
+        // is budgeted in capture time, as it was recorded), else the burst clock.
+        let now = if s.pkt.meta.ts_ns != 0 { s.pkt.meta.ts_ns } else { s.now_ns };
+        let elapsed = now.saturating_sub(self.last_ns);
+        self.last_ns = self.last_ns.max(now);
         let pps = match &mut self.pps {
             Some(b) => {
                 b.refill(elapsed);
