@@ -87,6 +87,10 @@ impl Proc {
         String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
     }
 
+    fn stderr_now(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
     /// Waits for the process to exit (at most `timeout`; then the test
     /// fails and the guard kills it) and returns what it printed.
     fn wait(mut self, timeout: Duration) -> Output {
@@ -1335,4 +1339,65 @@ fn chains_rotation_produces_valid_files() {
     for f in &files {
         assert!(std::fs::metadata(f).unwrap().len() <= 50_000, "{} is over the rotation size", f.display());
     }
+}
+
+/// Remote sinks end to end: `replay` sends copies as VXLAN, ERSPAN III and
+/// GRE to 127.0.0.1 (loopback only), tshark captures them on `lo` and
+/// decodes the encapsulation and the inner frames.
+#[test]
+fn chains_remote_sinks_reach_the_analyser_on_loopback() {
+    require_tshark();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.pcap");
+    write_pcap(&input, &udp_flows(30, 3, 100, true));
+    let pcap = d.join("lo.pcapng");
+    // A port of our own for VXLAN, so other traffic on lo cannot interfere; GRE by protocol.
+    let vx_port = 47_000 + (std::process::id() % 1000) as u16;
+    // The analyser listens (as a VXLAN endpoint does): without a bound socket
+    // the kernel answers port unreachable and the sink is, rightly, marked down.
+    let _analyser = std::net::UdpSocket::bind(("127.0.0.1", vx_port)).expect("bind the analyser's VXLAN port");
+    let filter = format!("udp dst port {vx_port} or (ip proto 47 and dst host 127.0.0.1)");
+    let mut cap = Command::new(TSHARK);
+    cap.args(["-i", "lo", "-n", "-f", &filter, "-w"]).arg(&pcap);
+    let tshark = Proc::spawn(&mut cap);
+    let t0 = Instant::now();
+    while !tshark.stderr_now().contains("Capture started") && !tshark.stderr_now().contains("Capturing on") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "tshark did not start: {}", tshark.stderr_now());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // dumpcap installs its filter shortly after it says so.
+    std::thread::sleep(Duration::from_millis(500));
+    let sinks = format!(
+        "  - {{ name: vx, type: vxlan, destination: 127.0.0.1, vni: 777, dst_port: {vx_port} }}\n  - {{ name: span, type: erspan, destination: 127.0.0.1, erspan_type: 3, session: 99 }}\n  - {{ name: teb, type: gre, destination: 127.0.0.1 }}\n"
+    );
+    let cfg = chain_config(d, &input, "", &sinks, "vx, span, teb");
+    let out = replay_cfg(&cfg, &input, d);
+    for s in ["vx", "span", "teb"] {
+        assert!(out.stdout.contains(&format!("sink {s}: written 30 errors 0")), "{}", out.stdout);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let kill = Proc::spawn(Command::new("/bin/kill").arg("-INT").arg(tshark.pid().to_string())).wait(CMD_TIMEOUT);
+    assert_eq!(kill.code, Some(0));
+    tshark.wait(Duration::from_secs(10));
+    let decode = |display: &str, fields: &[&str]| {
+        let mut cmd = Command::new(TSHARK);
+        cmd.arg("-n").arg("-r").arg(&pcap).args(["-d", &format!("udp.port=={vx_port},vxlan"), "-Y", display]);
+        cmd.args(["-T", "fields", "-E", "separator=|", "-E", "occurrence=l"]);
+        for f in fields {
+            cmd.arg("-e").arg(f);
+        }
+        let o = Proc::spawn(&mut cmd).wait(CMD_TIMEOUT);
+        assert_eq!(o.code, Some(0), "{}", o.stderr);
+        o.stdout.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let vx = decode("vxlan", &["vxlan.vni", "udp.dstport"]);
+    assert_eq!(vx.len(), 30, "{vx:?}");
+    assert!(vx.iter().all(|l| l.starts_with("777|") && (l.ends_with("|7000") || l.contains("|2000"))), "{vx:?}");
+    let span = decode("erspan", &["erspan.version", "erspan.spanid", "udp.dstport"]);
+    assert_eq!(span.len(), 30, "{span:?}");
+    assert!(span.iter().all(|l| l.starts_with("2|99|")), "ERSPAN type III (version 2), session 99: {span:?}");
+    let teb = decode("gre.proto == 0x6558", &["eth.src", "udp.srcport"]);
+    assert_eq!(teb.len(), 30, "{teb:?}");
+    assert!(teb.iter().all(|l| l.starts_with("02:00:00:00:00:01|")), "inner frames: {teb:?}");
 }
