@@ -1401,3 +1401,27 @@ fn chains_remote_sinks_reach_the_analyser_on_loopback() {
     assert_eq!(teb.len(), 30, "{teb:?}");
     assert!(teb.iter().all(|l| l.starts_with("02:00:00:00:00:01|")), "inner frames: {teb:?}");
 }
+
+/// Every example configuration shipped in examples/ is valid as documented.
+#[test]
+fn check_accepts_every_example() {
+    for e in std::fs::read_dir(root().join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let out = flowsteer(&[&"check", &"-c", &p]);
+            out.assert_code(0);
+        }
+    }
+}
+
+/// Chain mistakes are located like every other config error.
+#[test]
+fn check_chain_mistakes_are_located() {
+    let text = format!("{BASE}  - name: r\n    priority: 1\n    chain: inspect\n")
+        .replace("      - copy: { to: [ids] }\n", "      - copy: { to: [ids] }\n      - slice: { snaplen: 64 }\n");
+    let line = check_fails(&text, pos_of(&text, "slice: {"), "chains[0].stages[1]", "`slice` after `copy` can never run");
+    assert!(line.contains("`copy` must be the last stage"), "{line}");
+    let text = format!("{BASE}  - name: r\n    priority: 1\n    chain: inspect\n")
+        .replace("      - copy: { to: [ids] }\n", "      - budget: { pps: 0 }\n      - copy: { to: [ids] }\n");
+    check_fails(&text, pos_of(&text, "0 }"), "chains[0].stages[0].budget.pps", "zero budget");
+}
