@@ -13,11 +13,11 @@
 
 #![deny(unsafe_code)]
 
-use dataplane::flow::FlowKey;
 use chains::sink::{CopyRecord, Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainSpec, OnFailure};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use dataplane::flow::FlowKey;
 use dataplane::flow::MacAddr;
 use dataplane::packet::{Meta, Packet, Pool};
 use dataplane::wire::build::PacketBuilder;
@@ -36,7 +36,11 @@ fn packet(len: usize) -> Packet {
 }
 
 fn chain_set(q: &Arc<SinkQueue>, pool: &Arc<Pool>) -> ChainSet {
-    let spec = ChainSpec { name: "tap".into(), on_failure: OnFailure::FailOpen, stages: vec![StageSpec::Copy { to: vec![0] }] };
+    let spec = ChainSpec {
+        name: "tap".into(),
+        on_failure: OnFailure::FailOpen,
+        stages: vec![StageSpec::Copy { to: vec![0] }],
+    };
     ChainSet::new(&[spec], &[Arc::clone(q)], pool, 0, 1)
 }
 
@@ -88,12 +92,16 @@ fn copy(c: &mut Criterion) {
         let mut full_set = chain_set(&full, &pool);
         full_set.run(0, 0, &pkt, &FlowKey::default(), 1);
         assert_eq!(full.len(), 1);
-        g.bench_function(format!("queue_full/{len}"), |b| b.iter(|| full_set.run(0, 0, black_box(&pkt), &FlowKey::default(), 1)));
+        g.bench_function(format!("queue_full/{len}"), |b| {
+            b.iter(|| full_set.run(0, 0, black_box(&pkt), &FlowKey::default(), 1))
+        });
         let st = &full_set.stats()[0].stages[0];
         assert_eq!(st.output.get(), 1, "the full queue took nothing more");
 
         let before = down_set.stats()[0].stages[0].output.get();
-        g.bench_function(format!("sink_down/{len}"), |b| b.iter(|| down_set.run(0, 0, black_box(&pkt), &FlowKey::default(), 1)));
+        g.bench_function(format!("sink_down/{len}"), |b| {
+            b.iter(|| down_set.run(0, 0, black_box(&pkt), &FlowKey::default(), 1))
+        });
         let made = down_set.stats()[0].stages[0].output.get() - before;
         eprintln!("sink_down/{len}: {made} copies made in retry windows (a handful per retry)");
     }

@@ -74,7 +74,13 @@ impl ChainSet {
     /// Builds the runtime chains of worker `worker` of `workers` (budgets are
     /// split evenly between workers). `sinks` is the sink table the specs' sink
     /// indices refer to; `pool` provides copy buffers.
-    pub fn new(specs: &[ChainSpec], sinks: &[Arc<SinkQueue>], pool: &Arc<Pool>, worker: usize, workers: usize) -> ChainSet {
+    pub fn new(
+        specs: &[ChainSpec],
+        sinks: &[Arc<SinkQueue>],
+        pool: &Arc<Pool>,
+        worker: usize,
+        workers: usize,
+    ) -> ChainSet {
         let chains = specs
             .iter()
             .map(|spec| {
@@ -83,7 +89,9 @@ impl ChainSet {
                     .iter()
                     .map(|s| match s {
                         StageSpec::Slice { snaplen } => Stage::Slice(Slice::new(*snaplen)),
-                        StageSpec::Sample { one_in, per_flow, seed } => Stage::Sample(Sample::new(*one_in, *per_flow, *seed, worker)),
+                        StageSpec::Sample { one_in, per_flow, seed } => {
+                            Stage::Sample(Sample::new(*one_in, *per_flow, *seed, worker))
+                        }
                         StageSpec::Filter { matches } => Stage::Filter(Filter::new(matches.clone())),
                         StageSpec::Dedup { window_ns } => Stage::Dedup(Dedup::new(*window_ns)),
                         StageSpec::Strip { layers } => Stage::Strip(Strip::new(layers.clone())),
@@ -146,8 +154,8 @@ impl Chains for ChainSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::packet::Meta;
     use dataplane::flow::FlowKey;
+    use dataplane::packet::Meta;
 
     fn pkt() -> Packet {
         Packet::from_slice(&[0xab; 100], Meta { port: 1, ts_ns: 0, orig_len: 0 })
@@ -157,7 +165,11 @@ mod tests {
     fn copies_reach_every_sink_with_metadata() {
         let pool = Pool::new(8, 2048);
         let sinks = vec![Arc::new(SinkQueue::new("a", 4)), Arc::new(SinkQueue::new("b", 4))];
-        let spec = ChainSpec { name: "c".into(), on_failure: OnFailure::FailOpen, stages: vec![StageSpec::Copy { to: vec![0, 1] }] };
+        let spec = ChainSpec {
+            name: "c".into(),
+            on_failure: OnFailure::FailOpen,
+            stages: vec![StageSpec::Copy { to: vec![0, 1] }],
+        };
         let mut set = ChainSet::new(&[spec], &sinks, &pool, 0, 1);
         assert_eq!(set.run(0, 7, &pkt(), &FlowKey::default(), 1234), ChainVerdict::Forward);
         for q in &sinks {
@@ -173,7 +185,11 @@ mod tests {
     fn full_queue_and_empty_pool_drop_copies_not_originals() {
         let pool = Pool::new(3, 2048);
         let sinks = vec![Arc::new(SinkQueue::new("a", 2))];
-        let spec = ChainSpec { name: "c".into(), on_failure: OnFailure::FailOpen, stages: vec![StageSpec::Copy { to: vec![0] }] };
+        let spec = ChainSpec {
+            name: "c".into(),
+            on_failure: OnFailure::FailOpen,
+            stages: vec![StageSpec::Copy { to: vec![0] }],
+        };
         let mut set = ChainSet::new(&[spec], &sinks, &pool, 0, 1);
         for _ in 0..5 {
             assert_eq!(set.run(0, 0, &pkt(), &FlowKey::default(), 1), ChainVerdict::Forward);
@@ -188,7 +204,11 @@ mod tests {
     fn fail_closed_drops_originals_while_a_sink_is_down() {
         let pool = Pool::new(4, 2048);
         let sinks = vec![Arc::new(SinkQueue::new("a", 4))];
-        let spec = ChainSpec { name: "c".into(), on_failure: OnFailure::FailClosed, stages: vec![StageSpec::Copy { to: vec![0] }] };
+        let spec = ChainSpec {
+            name: "c".into(),
+            on_failure: OnFailure::FailClosed,
+            stages: vec![StageSpec::Copy { to: vec![0] }],
+        };
         let mut set = ChainSet::new(std::slice::from_ref(&spec), &sinks, &pool, 0, 1);
         sinks[0].set_up(false);
         assert_eq!(set.run(0, 0, &pkt(), &FlowKey::default(), 1), ChainVerdict::Drop);

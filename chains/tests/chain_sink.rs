@@ -3,11 +3,11 @@
 //! keeps originals flowing while fail-closed drops them, and stopping a sink
 //! thread writes everything queued.
 
-use dataplane::flow::FlowKey;
 use chains::sink::pcapng::PcapngSink;
 use chains::sink::{CopyRecord, Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainSpec, OnFailure};
+use dataplane::flow::FlowKey;
 use dataplane::flow::MacAddr;
 use dataplane::packet::{Meta, Packet, Pool};
 use dataplane::wire::build::PacketBuilder;
@@ -60,20 +60,25 @@ fn tshark(path: &Path, fields: &[&str]) -> Vec<Vec<String>> {
         cmd.args(["-e", f]);
     }
     let out = cmd.output().unwrap_or_else(|e| {
-        panic!("tshark is required by these tests and could not be run ({e}); install it (Debian: apt-get install tshark)")
+        panic!(
+            "tshark is required by these tests and could not be run ({e}); install it (Debian: apt-get install tshark)"
+        )
     });
     assert!(out.status.success(), "tshark failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
 }
 
 /// A sink that fails its first `fail` writes, then records what it is given.
+/// The frames a test sink wrote, shared with the test.
+type Written = Arc<Mutex<Vec<Vec<u8>>>>;
+
 struct Flaky {
     fail: Arc<AtomicUsize>,
     got: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Flaky {
-    fn new(fail: usize) -> (Flaky, Arc<AtomicUsize>, Arc<Mutex<Vec<Vec<u8>>>>) {
+    fn new(fail: usize) -> (Flaky, Arc<AtomicUsize>, Written) {
         let (fail, got) = (Arc::new(AtomicUsize::new(fail)), Arc::new(Mutex::new(Vec::new())));
         (Flaky { fail: Arc::clone(&fail), got: Arc::clone(&got) }, fail, got)
     }
@@ -118,13 +123,20 @@ fn copies_reach_the_pcapng_file_through_the_sink_thread() {
     assert_eq!((st.packets.get(), st.stages[0].output.get(), st.stages[0].dropped.get()), (20, 20, 0));
     assert_eq!(pool.available(), pool.capacity(), "copy buffers came back after writing");
 
-    let rows = tshark(&path, &["frame.interface_name", "frame.comment", "frame.len", "udp.srcport", "frame.time_epoch"]);
+    let rows =
+        tshark(&path, &["frame.interface_name", "frame.comment", "frame.len", "udp.srcport", "frame.time_epoch"]);
     assert_eq!(rows.len(), 20);
     for (i, row) in rows.iter().enumerate() {
         let expect_ts = format!("1700000000.{:09}", i);
         assert_eq!(
             row,
-            &["vm-b".to_string(), "flowsteer rule=dns chain=tap".into(), sent[i].len().to_string(), (1000 + i).to_string(), expect_ts]
+            &[
+                "vm-b".to_string(),
+                "flowsteer rule=dns chain=tap".into(),
+                sent[i].len().to_string(),
+                (1000 + i).to_string(),
+                expect_ts
+            ]
         );
     }
 }

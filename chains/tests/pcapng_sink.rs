@@ -61,8 +61,11 @@ fn copy(port: u16, data: &[u8], orig_len: u32, ts_ns: u64, rule: u32, chain: u16
 fn tshark_shows_ports_rules_lengths_and_times() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copies.pcapng");
-    let names =
-        Names { ports: vec!["vm-web-1".into(), "vm-db-1".into()], rules: vec!["web-to-db".into(), "dns".into()], chains: vec!["c0".into(), "inspect".into(), "audit".into()] };
+    let names = Names {
+        ports: vec!["vm-web-1".into(), "vm-db-1".into()],
+        rules: vec!["web-to-db".into(), "dns".into()],
+        chains: vec!["c0".into(), "inspect".into(), "audit".into()],
+    };
     let full = frame(1, 98);
     let big = frame(2, 1514);
     let mut sink = PcapngSink::create("capture-0", &path).unwrap();
@@ -99,7 +102,15 @@ fn tshark_shows_ports_rules_lengths_and_times() {
                 "02:00:00:00:00:01",
                 "1700000000.123456789"
             ],
-            ["1", "vm-db-1", "flowsteer rule=dns chain=chain5", "1514", "64", "02:00:00:00:00:02", "1700000000.123456790"],
+            [
+                "1",
+                "vm-db-1",
+                "flowsteer rule=dns chain=chain5",
+                "1514",
+                "64",
+                "02:00:00:00:00:02",
+                "1700000000.123456790"
+            ],
             [
                 "0",
                 "vm-web-1",
@@ -109,7 +120,15 @@ fn tshark_shows_ports_rules_lengths_and_times() {
                 "02:00:00:00:00:01",
                 "1700000003.123456789"
             ],
-            ["2", "port7", "flowsteer rule=rule9 chain=inspect", "98", "98", "02:00:00:00:00:01", "1700000004.123456789"],
+            [
+                "2",
+                "port7",
+                "flowsteer rule=rule9 chain=inspect",
+                "98",
+                "98",
+                "02:00:00:00:00:01",
+                "1700000004.123456789"
+            ],
         ]
     );
 }

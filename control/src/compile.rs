@@ -6,8 +6,8 @@
 //! structures, immutable, with no trace of YAML left.
 
 use crate::config::{
-    ActionCfg, Config, ConfigError, FsyncCfg, MalformedCfg, MatchCfg, OnFailureCfg, PortKind, Pos, RuleCfg, SamplePer, SinkCfg,
-    SinkKind, StageCfg, StripCfg,
+    ActionCfg, Config, ConfigError, FsyncCfg, MalformedCfg, MatchCfg, OnFailureCfg, PortKind, Pos, RuleCfg, SamplePer,
+    SinkCfg, SinkKind, StageCfg, StripCfg,
 };
 use chains::stage::{StageSpec, StripLayer};
 use chains::{ChainSpec, OnFailure};
@@ -168,11 +168,21 @@ fn index_names<'a>(
     Ok(map)
 }
 
-fn lookup(map: &HashMap<String, usize>, name: &Spanned<String>, field: String, file: &str, what: &str) -> Result<usize, ConfigError> {
+fn lookup(
+    map: &HashMap<String, usize>,
+    name: &Spanned<String>,
+    field: String,
+    file: &str,
+    what: &str,
+) -> Result<usize, ConfigError> {
     map.get(&name.value).copied().ok_or_else(|| {
         let mut known: Vec<&str> = map.keys().map(String::as_str).collect();
         known.sort_unstable();
-        let hint = if known.is_empty() { format!("no {what}s are defined") } else { format!("known {what}s: {}", known.join(", ")) };
+        let hint = if known.is_empty() {
+            format!("no {what}s are defined")
+        } else {
+            format!("known {what}s: {}", known.join(", "))
+        };
         Pos::of(name, field).error(file, format!("unknown {what} `{}` ({hint})", name.value))
     })
 }
@@ -182,15 +192,22 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     let dp = &cfg.dataplane;
     // Dataplane settings.
     if !(1..=dataplane::BURST as u32).contains(&dp.burst.value) {
-        return Err(Pos::of(&dp.burst, "dataplane.burst").error(file, format!("must be between 1 and {}", dataplane::BURST)));
+        return Err(
+            Pos::of(&dp.burst, "dataplane.burst").error(file, format!("must be between 1 and {}", dataplane::BURST))
+        );
     }
-    for (v, f) in [(&dp.flow_cache, "dataplane.flow_cache"), (&dp.copy_buffers, "dataplane.copy_buffers"), (&dp.sink_queue, "dataplane.sink_queue")] {
+    for (v, f) in [
+        (&dp.flow_cache, "dataplane.flow_cache"),
+        (&dp.copy_buffers, "dataplane.copy_buffers"),
+        (&dp.sink_queue, "dataplane.sink_queue"),
+    ] {
         if v.value == 0 {
             return Err(Pos::of(v, f).error(file, "must be at least 1"));
         }
     }
     if !(dp.stats_interval.value >= 0.0 && dp.stats_interval.value.is_finite()) {
-        return Err(Pos::of(&dp.stats_interval, "dataplane.stats_interval").error(file, "must be 0 (off) or a number of seconds"));
+        return Err(Pos::of(&dp.stats_interval, "dataplane.stats_interval")
+            .error(file, "must be 0 (off) or a number of seconds"));
     }
     if dp.workers.is_empty() {
         return Err(ConfigError {
@@ -205,28 +222,44 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     for (i, w) in dp.workers.iter().enumerate() {
         if let Some(c) = &w.core {
             if c.value >= cores {
-                return Err(Pos::of(c, format!("dataplane.workers[{i}].core"))
-                    .error(file, format!("core {} does not exist (this machine has cores 0-{})", c.value, cores.saturating_sub(1))));
+                return Err(Pos::of(c, format!("dataplane.workers[{i}].core")).error(
+                    file,
+                    format!("core {} does not exist (this machine has cores 0-{})", c.value, cores.saturating_sub(1)),
+                ));
             }
             if dp.workers[..i].iter().any(|o| o.core.as_ref().map(|x| x.value) == Some(c.value)) {
-                return Err(Pos::of(c, format!("dataplane.workers[{i}].core"))
-                    .error(file, format!("core {} already has a worker; a busy-polling worker owns its core", c.value)));
+                return Err(Pos::of(c, format!("dataplane.workers[{i}].core")).error(
+                    file,
+                    format!("core {} already has a worker; a busy-polling worker owns its core", c.value),
+                ));
             }
         }
     }
 
     // Ports.
-    let port_ix = index_names(file, "port", cfg.ports.iter().enumerate().map(|(i, p)| (&p.name, format!("ports[{i}].name"))))?;
+    let port_ix =
+        index_names(file, "port", cfg.ports.iter().enumerate().map(|(i, p)| (&p.name, format!("ports[{i}].name"))))?;
     if cfg.ports.len() > PortId::MAX as usize {
-        return Err(ConfigError { file: file.into(), line: 0, column: 0, field: "ports".into(), message: "too many ports".into() });
+        return Err(ConfigError {
+            file: file.into(),
+            line: 0,
+            column: 0,
+            field: "ports".into(),
+            message: "too many ports".into(),
+        });
     }
     let mut ports = Vec::new();
     for (i, p) in cfg.ports.iter().enumerate() {
         match p.kind.value {
             PortKind::Pcap => {
                 if p.rx.is_none() && p.tx.is_none() {
-                    return Err(Pos::of(&p.kind, format!("ports[{i}].type"))
-                        .error(file, format!("pcap port `{}` needs `rx` (a capture to read), `tx` (a capture to write), or both", p.name.value)));
+                    return Err(Pos::of(&p.kind, format!("ports[{i}].type")).error(
+                        file,
+                        format!(
+                            "pcap port `{}` needs `rx` (a capture to read), `tx` (a capture to write), or both",
+                            p.name.value
+                        ),
+                    ));
                 }
             }
         }
@@ -243,17 +276,21 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     let mut linked: HashMap<usize, usize> = HashMap::new();
     for (i, l) in cfg.links.iter().enumerate() {
         if l.value.len() != 2 {
-            return Err(Pos::of(l, format!("links[{i}]")).error(file, format!("a link joins exactly two ports, this one lists {}", l.value.len())));
+            return Err(Pos::of(l, format!("links[{i}]"))
+                .error(file, format!("a link joins exactly two ports, this one lists {}", l.value.len())));
         }
         let a = lookup(&port_ix, &l.value[0], format!("links[{i}][0]"), file, "port")?;
         let b = lookup(&port_ix, &l.value[1], format!("links[{i}][1]"), file, "port")?;
         if a == b {
-            return Err(Pos::of(&l.value[1], format!("links[{i}][1]")).error(file, format!("port `{}` cannot be linked to itself", l.value[0].value)));
+            return Err(Pos::of(&l.value[1], format!("links[{i}][1]"))
+                .error(file, format!("port `{}` cannot be linked to itself", l.value[0].value)));
         }
         for (j, p) in [(0, a), (1, b)] {
             if let Some(prev) = linked.insert(p, i) {
-                return Err(Pos::of(&l.value[j], format!("links[{i}][{j}]"))
-                    .error(file, format!("port `{}` is already in links[{prev}]; a port belongs to one link", l.value[j].value)));
+                return Err(Pos::of(&l.value[j], format!("links[{i}][{j}]")).error(
+                    file,
+                    format!("port `{}` is already in links[{prev}]; a port belongs to one link", l.value[j].value),
+                ));
             }
         }
         pairs.push((a as PortId, b as PortId));
@@ -267,14 +304,19 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     })?;
 
     // Sinks.
-    let sink_ix = index_names(file, "sink", cfg.sinks.iter().enumerate().map(|(i, s)| (&s.name, format!("sinks[{i}].name"))))?;
+    let sink_ix =
+        index_names(file, "sink", cfg.sinks.iter().enumerate().map(|(i, s)| (&s.name, format!("sinks[{i}].name"))))?;
     let mut sinks = Vec::new();
     let mut tool_ports: Vec<PortId> = Vec::new();
     for (i, s) in cfg.sinks.iter().enumerate() {
         let target = compile_sink(s, i, file, &port_ix, &linked)?;
         if let SinkTarget::Port { port, .. } = target {
             if tool_ports.contains(&port) {
-                let p = s.port.as_ref().map(|p| Pos::of(p, format!("sinks[{i}].port"))).unwrap_or_else(|| Pos::of(&s.name, format!("sinks[{i}]")));
+                let p = s
+                    .port
+                    .as_ref()
+                    .map(|p| Pos::of(p, format!("sinks[{i}].port")))
+                    .unwrap_or_else(|| Pos::of(&s.name, format!("sinks[{i}]")));
                 return Err(p.error(file, "this port is already the tool port of another sink"));
             }
             tool_ports.push(port);
@@ -283,11 +325,13 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     }
 
     // Chains.
-    let chain_ix = index_names(file, "chain", cfg.chains.iter().enumerate().map(|(i, c)| (&c.name, format!("chains[{i}].name"))))?;
+    let chain_ix =
+        index_names(file, "chain", cfg.chains.iter().enumerate().map(|(i, c)| (&c.name, format!("chains[{i}].name"))))?;
     let mut chains = Vec::new();
     for (i, c) in cfg.chains.iter().enumerate() {
         if c.stages.is_empty() {
-            return Err(Pos::of(&c.name, format!("chains[{i}].stages")).error(file, format!("chain `{}` has no stages", c.name.value)));
+            return Err(Pos::of(&c.name, format!("chains[{i}].stages"))
+                .error(file, format!("chain `{}` has no stages", c.name.value)));
         }
         let mut stages = Vec::new();
         for (j, st) in c.stages.iter().enumerate() {
@@ -315,7 +359,8 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     }
 
     // Rules.
-    let rule_ix = index_names(file, "rule", cfg.rules.iter().enumerate().map(|(i, r)| (&r.name, format!("rules[{i}].name"))))?;
+    let rule_ix =
+        index_names(file, "rule", cfg.rules.iter().enumerate().map(|(i, r)| (&r.name, format!("rules[{i}].name"))))?;
     debug_assert_eq!(rule_ix.len(), cfg.rules.len());
     let mut rules = Vec::new();
     for (i, r) in cfg.rules.iter().enumerate() {
@@ -339,7 +384,8 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
 
     // Workers: both ports of a link on one worker; links spread round-robin,
     // unlinked ports to the least loaded worker.
-    let mut workers: Vec<WorkerPlan> = dp.workers.iter().map(|w| WorkerPlan { core: w.core.as_ref().map(|c| c.value), ports: Vec::new() }).collect();
+    let mut workers: Vec<WorkerPlan> =
+        dp.workers.iter().map(|w| WorkerPlan { core: w.core.as_ref().map(|c| c.value), ports: Vec::new() }).collect();
     let n = workers.len();
     for (i, &(a, b)) in links.pairs().iter().enumerate() {
         workers[i % n].ports.extend([a, b]);
@@ -393,9 +439,14 @@ fn compile_rule(
         (None, Some(a)) => match a.value {
             ActionCfg::Drop => Action::Drop,
         },
-        (Some(c), Some(_)) => return Err(at(c, "chain").error(file, format!("rule `{}` has both `chain` and `action`; give one", r.name.value))),
+        (Some(c), Some(_)) => {
+            return Err(
+                at(c, "chain").error(file, format!("rule `{}` has both `chain` and `action`; give one", r.name.value))
+            )
+        }
         (None, None) => {
-            return Err(at(&r.name, "name").error(file, format!("rule `{}` needs `chain: <chain name>` or `action: drop`", r.name.value)))
+            return Err(at(&r.name, "name")
+                .error(file, format!("rule `{}` needs `chain: <chain name>` or `action: drop`", r.name.value)))
         }
     };
     let matches = compile_match(&r.matches, &format!("rules[{i}].match"), file, port_ix)?;
@@ -403,7 +454,12 @@ fn compile_rule(
 }
 
 /// Compiles match fields (of a rule, or of a `filter` stage under `prefix`).
-fn compile_match(m: &MatchCfg, prefix: &str, file: &str, port_ix: &HashMap<String, usize>) -> Result<Match, ConfigError> {
+fn compile_match(
+    m: &MatchCfg,
+    prefix: &str,
+    file: &str,
+    port_ix: &HashMap<String, usize>,
+) -> Result<Match, ConfigError> {
     let at = |s: &dyn SpanOf, f: &str| Pos { line: s.line(), column: s.column(), field: format!("{prefix}.{f}") };
     let mut out = Match::default();
     if let Some(p) = &m.in_port {
@@ -428,14 +484,22 @@ fn compile_match(m: &MatchCfg, prefix: &str, file: &str, port_ix: &HashMap<Strin
     out.dst_ip = m.dst.as_ref().map(|s| s.value.0);
     if let (Some(s), Some(d)) = (&m.src, &m.dst) {
         if s.value.0.addr().is_ipv4() != d.value.0.addr().is_ipv4() {
-            return Err(at(d, "dst").error(file, "src and dst are of different IP families; the rule could never match"));
+            return Err(
+                at(d, "dst").error(file, "src and dst are of different IP families; the rule could never match")
+            );
         }
     }
     let family = m.src.as_ref().or(m.dst.as_ref()).map(|s| if s.value.0.addr().is_ipv4() { 0x0800u16 } else { 0x86dd });
     if let (Some(fam), Some(et)) = (family, &m.ethertype) {
         if et.value.0 != fam {
-            return Err(at(et, "ethertype")
-                .error(file, format!("ethertype {:#06x} contradicts the {} addresses in src/dst; the rule could never match", et.value.0, if fam == 0x0800 { "IPv4" } else { "IPv6" })));
+            return Err(at(et, "ethertype").error(
+                file,
+                format!(
+                    "ethertype {:#06x} contradicts the {} addresses in src/dst; the rule could never match",
+                    et.value.0,
+                    if fam == 0x0800 { "IPv4" } else { "IPv6" }
+                ),
+            ));
         }
     }
     out.proto = m.proto.as_ref().map(|p| p.value.0);
@@ -443,7 +507,8 @@ fn compile_match(m: &MatchCfg, prefix: &str, file: &str, port_ix: &HashMap<Strin
         let v6only = p.value.0 == proto::ICMPV6;
         let v4only = p.value.0 == proto::ICMP;
         if (family == Some(0x0800) && v6only) || (family == Some(0x86dd) && v4only) {
-            return Err(at(p, "proto").error(file, "this protocol does not exist in the IP family of src/dst; the rule could never match"));
+            return Err(at(p, "proto")
+                .error(file, "this protocol does not exist in the IP family of src/dst; the rule could never match"));
         }
     }
     for (pr, f) in [(&m.src_port, "src_port"), (&m.dst_port, "dst_port")] {
@@ -485,9 +550,13 @@ fn compile_stage(
     port_ix: &HashMap<String, usize>,
     sink_ix: &HashMap<String, usize>,
 ) -> Result<StageSpec, ConfigError> {
-    let err = |s: &dyn SpanOf, f: &str, msg: String| Pos { line: s.line(), column: s.column(), field: format!("{field}.{f}") }.error(file, msg);
+    let err = |s: &dyn SpanOf, f: &str, msg: String| {
+        Pos { line: s.line(), column: s.column(), field: format!("{field}.{f}") }.error(file, msg)
+    };
     Ok(match &st.value {
-        StageCfg::Filter(m) => StageSpec::Filter { matches: compile_match(m, &format!("{field}.filter"), file, port_ix)? },
+        StageCfg::Filter(m) => {
+            StageSpec::Filter { matches: compile_match(m, &format!("{field}.filter"), file, port_ix)? }
+        }
         StageCfg::Sample { one_in, per, seed } => {
             if one_in.value == 0 {
                 return Err(err(one_in, "sample.one_in", "must be at least 1 (1 keeps every packet)".into()));
@@ -497,7 +566,11 @@ fn compile_stage(
         StageCfg::Dedup { window_ms } => {
             let w = window_ms.value;
             if !(w > 0.0 && w <= 10_000.0) {
-                return Err(err(window_ms, "dedup.window_ms", format!("window {w} ms is out of range (more than 0, at most 10000)")));
+                return Err(err(
+                    window_ms,
+                    "dedup.window_ms",
+                    format!("window {w} ms is out of range (more than 0, at most 10000)"),
+                ));
             }
             StageSpec::Dedup { window_ns: (w * 1e6) as u64 }
         }
@@ -521,7 +594,11 @@ fn compile_stage(
         }
         StageCfg::Slice { snaplen } => {
             if !(14..=65_535).contains(&snaplen.value) {
-                return Err(err(snaplen, "slice.snaplen", format!("snap length {} is out of range (14..=65535: at least an Ethernet header)", snaplen.value)));
+                return Err(err(
+                    snaplen,
+                    "slice.snaplen",
+                    format!("snap length {} is out of range (14..=65535: at least an Ethernet header)", snaplen.value),
+                ));
             }
             StageSpec::Slice { snaplen: snaplen.value }
         }
@@ -532,7 +609,11 @@ fn compile_stage(
             for (v, f) in [(pps, "budget.pps"), (bps, "budget.bps")] {
                 if let Some(v) = v {
                     if v.value == 0 {
-                        return Err(err(v, f, "a zero budget would shed every copy; remove the copy stage instead".into()));
+                        return Err(err(
+                            v,
+                            f,
+                            "a zero budget would shed every copy; remove the copy stage instead".into(),
+                        ));
                     }
                 }
             }
@@ -599,7 +680,10 @@ fn compile_sink(
     for (field, pos) in &present {
         if let Some(p) = pos {
             if !allowed.contains(field) {
-                return Err(p.error(file, format!("`{field}` does not apply to {kind_str} sinks (they take: {})", allowed.join(", "))));
+                return Err(p.error(
+                    file,
+                    format!("`{field}` does not apply to {kind_str} sinks (they take: {})", allowed.join(", ")),
+                ));
             }
         }
     }
@@ -608,7 +692,9 @@ fn compile_sink(
         let d = s.destination.as_ref().ok_or_else(|| need("destination"))?;
         if let Some(src) = &s.source {
             if src.value.is_ipv4() != d.value.is_ipv4() {
-                return Err(Pos::of(src, f("source")).error(file, "source and destination are of different IP families"));
+                return Err(
+                    Pos::of(src, f("source")).error(file, "source and destination are of different IP families")
+                );
             }
         }
         Ok(Remote { destination: d.value, source: s.source.as_ref().map(|v| v.value) })
@@ -617,34 +703,49 @@ fn compile_sink(
         SinkKind::Pcapng => {
             let path = s.path.as_ref().ok_or_else(|| need("path"))?.value.clone();
             let rotate_bytes = match &s.rotate_mb {
-                Some(v) if !(v.value > 0.0 && v.value.is_finite()) => return Err(Pos::of(v, f("rotate_mb")).error(file, "must be a positive number of megabytes")),
+                Some(v) if !(v.value > 0.0 && v.value.is_finite()) => {
+                    return Err(Pos::of(v, f("rotate_mb")).error(file, "must be a positive number of megabytes"))
+                }
                 Some(v) => Some((v.value * 1e6) as u64),
                 None => None,
             };
             let rotate_every = match &s.rotate_seconds {
-                Some(v) if !(v.value > 0.0 && v.value.is_finite()) => return Err(Pos::of(v, f("rotate_seconds")).error(file, "must be a positive number of seconds")),
+                Some(v) if !(v.value > 0.0 && v.value.is_finite()) => {
+                    return Err(Pos::of(v, f("rotate_seconds")).error(file, "must be a positive number of seconds"))
+                }
                 Some(v) => Some(Duration::from_secs_f64(v.value)),
                 None => None,
             };
             let keep = match &s.keep {
                 Some(v) if v.value == 0 => return Err(Pos::of(v, f("keep")).error(file, "must keep at least 1 file")),
                 Some(v) if rotate_bytes.is_none() && rotate_every.is_none() => {
-                    return Err(Pos::of(v, f("keep")).error(file, "`keep` needs rotation (`rotate_mb` or `rotate_seconds`)"))
+                    return Err(
+                        Pos::of(v, f("keep")).error(file, "`keep` needs rotation (`rotate_mb` or `rotate_seconds`)")
+                    )
                 }
                 Some(v) => Some(v.value as usize),
                 None => None,
             };
-            SinkTarget::Pcapng { path, rotate_bytes, rotate_every, keep, fsync: s.fsync.as_ref().map(|v| v.value).unwrap_or_default() }
+            SinkTarget::Pcapng {
+                path,
+                rotate_bytes,
+                rotate_every,
+                keep,
+                fsync: s.fsync.as_ref().map(|v| v.value).unwrap_or_default(),
+            }
         }
         SinkKind::Port => {
             let p = s.port.as_ref().ok_or_else(|| need("port"))?;
             let port = lookup(port_ix, p, f("port"), file, "port")?;
             if let Some(l) = linked.get(&port) {
-                return Err(Pos::of(p, f("port")).error(file, format!("port `{}` is in links[{l}]; a tool port carries copies only", p.value)));
+                return Err(Pos::of(p, f("port"))
+                    .error(file, format!("port `{}` is in links[{l}]; a tool port carries copies only", p.value)));
             }
             if let Some(v) = &s.vlan {
                 if v.value > 4095 {
-                    return Err(Pos::of(v, f("vlan")).error(file, format!("VLAN id {} is out of range (0..=4095)", v.value)));
+                    return Err(
+                        Pos::of(v, f("vlan")).error(file, format!("VLAN id {} is out of range (0..=4095)", v.value))
+                    );
                 }
             }
             SinkTarget::Port { port: port as PortId, vlan: s.vlan.as_ref().map(|v| v.value) }
@@ -653,7 +754,8 @@ fn compile_sink(
             let remote = remote()?;
             let session = s.session.as_ref().ok_or_else(|| need("session"))?;
             if session.value > 1023 {
-                return Err(Pos::of(session, f("session")).error(file, format!("ERSPAN session id {} is out of range (0..=1023)", session.value)));
+                return Err(Pos::of(session, f("session"))
+                    .error(file, format!("ERSPAN session id {} is out of range (0..=1023)", session.value)));
             }
             let t = s.erspan_type.as_ref().map(|v| (v.value, Some(v))).unwrap_or((2, None));
             if !(t.0 == 2 || t.0 == 3) {
@@ -666,7 +768,9 @@ fn compile_sink(
             let remote = remote()?;
             let vni = s.vni.as_ref().ok_or_else(|| need("vni"))?;
             if vni.value > 0x00ff_ffff {
-                return Err(Pos::of(vni, f("vni")).error(file, format!("VNI {} is out of range (0..=16777215)", vni.value)));
+                return Err(
+                    Pos::of(vni, f("vni")).error(file, format!("VNI {} is out of range (0..=16777215)", vni.value))
+                );
             }
             SinkTarget::Vxlan { remote, vni: vni.value, dst_port: s.dst_port.as_ref().map(|v| v.value).unwrap_or(4789) }
         }
@@ -732,11 +836,23 @@ mod tests {
 
     #[test]
     fn cross_field_mistakes_are_refused() {
-        assert!(err("  - name: r\n    priority: 1\n    match: { dst_port: 80 }\n    chain: watch\n").message.contains("need `proto"));
-        assert!(err("  - name: r\n    priority: 1\n    match: { src: 10.0.0.0/8, dst: fd00::/8 }\n    chain: watch\n").message.contains("different IP families"));
-        assert!(err("  - name: r\n    priority: 1\n    match: { in_port: c }\n    chain: watch\n").message.contains("unknown port `c`"));
-        assert!(err("  - name: r\n    priority: 1\n    match: { vlan: 5000 }\n    chain: watch\n").message.contains("out of range"));
-        assert!(err("  - name: r\n    priority: 1\n    chain: watch\n  - name: r\n    priority: 2\n    chain: watch\n").message.contains("defined twice"));
+        assert!(err("  - name: r\n    priority: 1\n    match: { dst_port: 80 }\n    chain: watch\n")
+            .message
+            .contains("need `proto"));
+        assert!(err("  - name: r\n    priority: 1\n    match: { src: 10.0.0.0/8, dst: fd00::/8 }\n    chain: watch\n")
+            .message
+            .contains("different IP families"));
+        assert!(err("  - name: r\n    priority: 1\n    match: { in_port: c }\n    chain: watch\n")
+            .message
+            .contains("unknown port `c`"));
+        assert!(err("  - name: r\n    priority: 1\n    match: { vlan: 5000 }\n    chain: watch\n")
+            .message
+            .contains("out of range"));
+        assert!(err(
+            "  - name: r\n    priority: 1\n    chain: watch\n  - name: r\n    priority: 2\n    chain: watch\n"
+        )
+        .message
+        .contains("defined twice"));
         assert!(err("  - name: r\n    priority: 1\n").message.contains("needs `chain"));
         assert!(err("  - name: r\n    priority: 1\n    chain: watch\n    action: drop\n").message.contains("both"));
     }

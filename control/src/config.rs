@@ -290,7 +290,7 @@ pub enum OnFailureCfg {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum StageCfg {
     /// Copy only packets that also match these fields (as in rules).
-    Filter(MatchCfg),
+    Filter(Box<MatchCfg>),
     /// Copy one packet in N, or every packet of one flow in N.
     Sample {
         /// N.
@@ -430,8 +430,9 @@ impl std::str::FromStr for CidrCfg {
         let net: IpNet = if s.contains('/') {
             s.parse().map_err(|_| format!("`{s}` is not an IP network (want e.g. 10.0.0.0/24 or fd00::/64)"))?
         } else {
-            let ip: std::net::IpAddr =
-                s.parse().map_err(|_| format!("`{s}` is not an IP address or network (want e.g. 10.0.0.5 or 10.0.0.0/24)"))?;
+            let ip: std::net::IpAddr = s
+                .parse()
+                .map_err(|_| format!("`{s}` is not an IP address or network (want e.g. 10.0.0.5 or 10.0.0.0/24)"))?;
             IpNet::from(ip)
         };
         if net.trunc() != net {
@@ -449,7 +450,12 @@ impl<'de> Deserialize<'de> for CidrCfg {
 }
 
 /// Accepts a YAML integer or a string holding a decimal or `0x` hex number.
-fn number_or_name<'de, D: Deserializer<'de>>(d: D, what: &str, names: &[(&str, u32)], max: u32) -> Result<u32, D::Error> {
+fn number_or_name<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &str,
+    names: &[(&str, u32)],
+    max: u32,
+) -> Result<u32, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum NumOrStr {
@@ -463,11 +469,15 @@ fn number_or_name<'de, D: Deserializer<'de>>(d: D, what: &str, names: &[(&str, u
             if let Some(&(_, v)) = names.iter().find(|(n, _)| *n == t) {
                 v as u64
             } else if let Some(hex) = t.strip_prefix("0x") {
-                u64::from_str_radix(hex, 16).map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid {what}")))?
+                u64::from_str_radix(hex, 16)
+                    .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a valid {what}")))?
             } else {
                 let known: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
                 t.parse().map_err(|_| {
-                    serde::de::Error::custom(format!("`{s}` is not a valid {what} (a number or one of: {})", known.join(", ")))
+                    serde::de::Error::custom(format!(
+                        "`{s}` is not a valid {what} (a number or one of: {})",
+                        known.join(", ")
+                    ))
                 })?
             }
         }
@@ -514,7 +524,9 @@ impl<'de> Deserialize<'de> for PortRangeCfg {
             Num(u64),
             Str(String),
         }
-        let bad = |s: &str| serde::de::Error::custom(format!("`{s}` is not a port or port range (want e.g. 443 or 8000-8080)"));
+        let bad = |s: &str| {
+            serde::de::Error::custom(format!("`{s}` is not a port or port range (want e.g. 443 or 8000-8080)"))
+        };
         let parse_port = |s: &str| -> Result<u16, D::Error> { s.trim().parse::<u16>().map_err(|_| bad(s)) };
         match NumOrStr::deserialize(d)? {
             NumOrStr::Num(n) => u16::try_from(n)
@@ -584,7 +596,8 @@ fn strip_position_prefix(msg: &str) -> String {
         }
     }
     if let Some(idx) = m.rfind(" at line ") {
-        if m[idx..].contains(", column ") && m[idx + 9..].chars().all(|c| c.is_ascii_digit() || ", column".contains(c)) {
+        if m[idx..].contains(", column ") && m[idx + 9..].chars().all(|c| c.is_ascii_digit() || ", column".contains(c))
+        {
             m = &m[..idx];
         }
     }

@@ -119,7 +119,8 @@ impl Snapshot {
                 *by += c.bytes.get();
             }
         }
-        s.malformed = Malformed::ALL.iter().zip(malformed).filter(|(_, n)| *n > 0).map(|(m, n)| (m.name(), n)).collect();
+        s.malformed =
+            Malformed::ALL.iter().zip(malformed).filter(|(_, n)| *n > 0).map(|(m, n)| (m.name(), n)).collect();
         s.drops = DropReason::ALL.iter().zip(drops).filter(|(_, n)| *n > 0).map(|(r, n)| (r.name(), n)).collect();
         s.chains = sh
             .chain_names
@@ -146,7 +147,13 @@ impl Snapshot {
         s.sinks = sh
             .sinks
             .iter()
-            .map(|q| SinkSnap { name: q.name().to_string(), written: q.written(), errors: q.errors(), lost_down: q.lost_down(), queued: q.len() as u64 })
+            .map(|q| SinkSnap {
+                name: q.name().to_string(),
+                written: q.written(),
+                errors: q.errors(),
+                lost_down: q.lost_down(),
+                queued: q.len() as u64,
+            })
             .collect();
         s.copy_pool_empty = sh.copy_pool.empty_count();
         s
@@ -170,7 +177,12 @@ impl Snapshot {
         let rate = |now: u64, then: u64| fmt_rate(now.saturating_sub(then) as f64 / secs);
         let mut line = format!("rx {} tx {}", rate(self.rx, prev.rx), rate(self.tx, prev.tx));
         for ((name, p), (_, q)) in self.ports.iter().zip(&prev.ports) {
-            let _ = write!(line, " | {name} rx {} tx {}", rate(p.rx_packets, q.rx_packets), rate(p.tx_packets, q.tx_packets));
+            let _ = write!(
+                line,
+                " | {name} rx {} tx {}",
+                rate(p.rx_packets, q.rx_packets),
+                rate(p.tx_packets, q.tx_packets)
+            );
         }
         for ((name, n, _), (_, m, _)) in self.rules.iter().zip(&prev.rules) {
             if n > m {
@@ -193,7 +205,11 @@ impl Snapshot {
     pub fn report(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "== flowsteer counters ==");
-        let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9}", "port", "rx-packets", "rx-bytes", "rx-drop", "tx-packets", "tx-bytes", "tx-drop");
+        let _ = writeln!(
+            o,
+            "{:<24} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9}",
+            "port", "rx-packets", "rx-bytes", "rx-drop", "tx-packets", "tx-bytes", "tx-drop"
+        );
         for (name, p) in &self.ports {
             let _ = writeln!(
                 o,
@@ -216,7 +232,11 @@ impl Snapshot {
             }
         }
         for s in &self.sinks {
-            let _ = writeln!(o, "sink {}: written {} errors {} lost-down {} queued {}", s.name, s.written, s.errors, s.lost_down, s.queued);
+            let _ = writeln!(
+                o,
+                "sink {}: written {} errors {} lost-down {} queued {}",
+                s.name, s.written, s.errors, s.lost_down, s.queued
+            );
         }
         let list = |v: &[(&str, u64)]| v.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ");
         let malformed: u64 = self.malformed.iter().map(|(_, n)| n).sum();
@@ -268,7 +288,11 @@ mod tests {
 
     #[test]
     fn rate_line_shows_ports_rules_and_copies() {
-        let mut a = Snapshot { ports: vec![("a".into(), PortStats::default())], rules: vec![("web".into(), 0, 0)], ..Default::default() };
+        let mut a = Snapshot {
+            ports: vec![("a".into(), PortStats::default())],
+            rules: vec![("web".into(), 0, 0)],
+            ..Default::default()
+        };
         a.sinks.push(SinkSnap { name: "cap".into(), ..Default::default() });
         let mut b = a.clone();
         b.rx = 2_000_000;
@@ -276,6 +300,9 @@ mod tests {
         b.rules[0].1 = 10;
         b.sinks[0].written = 10;
         let line = b.rate_line(&a, Duration::from_secs(2));
-        assert_eq!(line, "rx 1.00 Mpps tx 0 pps | a rx 1.00 Mpps tx 0 pps | rule web 5 pps | copies 5 pps lost 0 | dropped 0");
+        assert_eq!(
+            line,
+            "rx 1.00 Mpps tx 0 pps | a rx 1.00 Mpps tx 0 pps | rule web 5 pps | copies 5 pps lost 0 | dropped 0"
+        );
     }
 }

@@ -18,7 +18,7 @@ use chains::sink::vxlan::VxlanSink;
 use chains::sink::{Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainStats};
-use dataplane::packet::{PortId, Pool};
+use dataplane::packet::{Pool, PortId};
 use dataplane::port::pcap::PcapPort;
 use dataplane::port::Port;
 use dataplane::publish::RuleTable;
@@ -99,7 +99,8 @@ fn open_port(p: &PortPlan, id: PortId, rx: Option<&Path>, tx: Option<&Path>) -> 
     match p.kind {
         PortKind::Pcap => {
             let pool = Pool::new(PCAP_RX_BUFFERS, MAX_FRAME);
-            let port = PcapPort::open(&p.name, id, rx, tx, pool).map_err(|e| RuntimeError::Port { port: p.name.clone(), message: e.to_string() })?;
+            let port = PcapPort::open(&p.name, id, rx, tx, pool)
+                .map_err(|e| RuntimeError::Port { port: p.name.clone(), message: e.to_string() })?;
             Ok(Box::new(port))
         }
     }
@@ -133,7 +134,10 @@ fn open_sinks(plan: &Plan, slots: &mut [Option<Box<dyn Port>>], strict: bool) ->
                             SinkError::Io { source, .. } => source.to_string(),
                             other => other.to_string(),
                         };
-                        let err = RuntimeError::Sink { sink: s.name.clone(), message: format!("cannot open {}: {why}", describe(target)) };
+                        let err = RuntimeError::Sink {
+                            sink: s.name.clone(),
+                            message: format!("cannot open {}: {why}", describe(target)),
+                        };
                         if strict {
                             return Err(err);
                         }
@@ -217,10 +221,15 @@ fn reopener(name: String, target: SinkTarget) -> Box<dyn FnMut() -> Result<Box<d
                 if *erspan_type == 3 { ErspanVersion::III } else { ErspanVersion::II },
                 *session,
             )?),
-            SinkTarget::Vxlan { remote, vni, dst_port } => Box::new(VxlanSink::new(&name, remote_cfg(remote), *vni, *dst_port)?),
+            SinkTarget::Vxlan { remote, vni, dst_port } => {
+                Box::new(VxlanSink::new(&name, remote_cfg(remote), *vni, *dst_port)?)
+            }
             SinkTarget::Gre { remote } => Box::new(GreSink::new(&name, remote_cfg(remote))?),
             SinkTarget::Port { .. } => {
-                return Err(SinkError::Format { sink: name.clone(), message: "a tool port is opened with the dataplane".into() })
+                return Err(SinkError::Format {
+                    sink: name.clone(),
+                    message: "a tool port is opened with the dataplane".into(),
+                })
             }
         })
     })
@@ -269,7 +278,8 @@ fn start(
     let mut worker_stats = Vec::new();
     let mut chain_stats = Vec::new();
     for (i, wp) in plan.workers.iter().enumerate() {
-        let mine: Vec<Box<dyn Port>> = wp.ports.iter().filter_map(|&p| slots.get_mut(p as usize).and_then(Option::take)).collect();
+        let mine: Vec<Box<dyn Port>> =
+            wp.ports.iter().filter_map(|&p| slots.get_mut(p as usize).and_then(Option::take)).collect();
         let stats = Arc::new(WorkerStats::new(plan.ports.len(), plan.rules.len()));
         let chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         chain_stats.push(chains.stats());
@@ -305,7 +315,11 @@ fn start(
                         log::warn!("worker {i}: could not pin to core {c}; running unpinned");
                     }
                 }
-                log::info!("worker {i}: polling {} port(s) on core {}", w.ports().len(), core.map_or("any".into(), |c| c.to_string()));
+                log::info!(
+                    "worker {i}: polling {} port(s) on core {}",
+                    w.ports().len(),
+                    core.map_or("any".into(), |c| c.to_string())
+                );
                 w.run(&stop);
                 w
             })
@@ -384,13 +398,22 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
     } as PortId;
     let out_id = plan.links.peer(in_id);
     if args.forwarded.is_some() && out_id.is_none() {
-        return Err(RuntimeError::Usage(format!("--forwarded: port `{}` is not linked, nothing is forwarded", plan.ports[in_id as usize].name)));
+        return Err(RuntimeError::Usage(format!(
+            "--forwarded: port `{}` is not linked, nothing is forwarded",
+            plan.ports[in_id as usize].name
+        )));
     }
     if let Some(out) = &args.output {
         // One file for every copy: each copy stage copies to it once.
         plan.sinks = vec![SinkPlan {
             name: "replay".into(),
-            target: SinkTarget::Pcapng { path: out.clone(), rotate_bytes: None, rotate_every: None, keep: None, fsync: FsyncCfg::Never },
+            target: SinkTarget::Pcapng {
+                path: out.clone(),
+                rotate_bytes: None,
+                rotate_every: None,
+                keep: None,
+                fsync: FsyncCfg::Never,
+            },
         }];
         for c in &mut plan.chains {
             for s in &mut c.stages {

@@ -918,6 +918,18 @@ fn replay_malformed_drop_policy_drops_and_counts_them() {
 // 5. run
 // ---------------------------------------------------------------------------
 
+/// Runs `flowsteer run -c cfg`, lets it work for `after`, sends `signal`
+/// (`-INT`, `-TERM`) and returns what it printed; exit code not yet checked.
+fn run_then_signal(cfg: &Path, after: Duration, signal: &str) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(cfg);
+    let proc = Proc::spawn(&mut cmd);
+    std::thread::sleep(after);
+    let kill = Proc::spawn(Command::new("/bin/kill").arg(signal).arg(proc.pid().to_string())).wait(CMD_TIMEOUT);
+    assert_eq!(kill.code, Some(0), "kill {signal}: {}", kill.stderr);
+    proc.wait(Duration::from_secs(10))
+}
+
 #[test]
 fn busy_poll_run_stops_on_sigint_and_flushes() {
     require_tshark();
@@ -974,13 +986,7 @@ fn busy_poll_run_two_workers_forward_their_own_links() {
     let check = flowsteer(&[&"check", &"-c", &cfg]);
     check.assert_code(0);
     assert!(check.stdout.contains("2 workers"), "{}", check.stdout);
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg);
-    let proc = Proc::spawn(&mut cmd);
-    std::thread::sleep(Duration::from_millis(600));
-    let kill = Proc::spawn(Command::new("/bin/kill").arg("-INT").arg(proc.pid().to_string())).wait(CMD_TIMEOUT);
-    assert_eq!(kill.code, Some(0), "kill -INT: {}", kill.stderr);
-    let out = proc.wait(Duration::from_secs(10));
+    let out = run_then_signal(&cfg, Duration::from_millis(600), "-INT");
     out.assert_code(0);
     assert!(total_line(&out.stdout).starts_with("total: rx 68 tx 68 matched 4 unmatched 64"), "{}", out.stdout);
     assert_eq!(tshark_frames(&d.join("fwd1.pcapng"), None), tshark_frames(&sample(), None));
@@ -1002,13 +1008,7 @@ fn busy_poll_run_stops_on_sigterm_with_summaries_off() {
         d.display()
     );
     let cfg = write(d, "term.yaml", &cfg);
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg);
-    let proc = Proc::spawn(&mut cmd);
-    std::thread::sleep(Duration::from_millis(400));
-    let kill = Proc::spawn(Command::new("/bin/kill").arg("-TERM").arg(proc.pid().to_string())).wait(CMD_TIMEOUT);
-    assert_eq!(kill.code, Some(0), "kill -TERM: {}", kill.stderr);
-    let out = proc.wait(Duration::from_secs(10));
+    let out = run_then_signal(&cfg, Duration::from_millis(400), "-TERM");
     out.assert_code(0);
     assert!(!out.stdout.lines().any(|l| l.starts_with("rx ")), "stats_interval 0 = no summaries:\n{}", out.stdout);
     assert!(total_line(&out.stdout).starts_with("total: rx 34 tx 34 matched 0 unmatched 34"), "{}", out.stdout);
@@ -1038,16 +1038,12 @@ fn busy_poll_run_starts_without_a_sink_that_cannot_open() {
             d.display()
         );
         let cfg = write(d, "nosink.yaml", &cfg);
-        let mut cmd = Command::new(BIN);
-        cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg);
-        let proc = Proc::spawn(&mut cmd);
-        std::thread::sleep(Duration::from_millis(600));
-        let kill = Proc::spawn(Command::new("/bin/kill").arg("-INT").arg(proc.pid().to_string())).wait(CMD_TIMEOUT);
-        assert_eq!(kill.code, Some(0), "kill -INT: {}", kill.stderr);
-        let out = proc.wait(Duration::from_secs(10));
+        let out = run_then_signal(&cfg, Duration::from_millis(600), "-INT");
         out.assert_code(0);
         assert!(
-            out.stderr.contains("sink `ids`") && out.stderr.contains("No such file or directory") && out.stderr.contains("starting without it"),
+            out.stderr.contains("sink `ids`")
+                && out.stderr.contains("No such file or directory")
+                && out.stderr.contains("starting without it"),
             "{policy}: {}",
             out.stderr
         );
@@ -1167,7 +1163,7 @@ fn udp_flows(n: usize, flows: usize, len: usize, both_ways: bool) -> Vec<Vec<u8>
         .map(|i| {
             let flow = (i % flows) as u16;
             let (a, b) = (Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 21));
-            let fwd = !both_ways || (i / flows) % 2 == 0;
+            let fwd = !both_ways || (i / flows).is_multiple_of(2);
             let (s, d, sp, dp) = if fwd { (a, b, 20_000 + flow, 7000) } else { (b, a, 7000, 20_000 + flow) };
             PacketBuilder::ethernet(mac(1), mac(2)).ipv4(s, d).udp(sp, dp).pad_to(len).build()
         })
@@ -1268,7 +1264,13 @@ fn chains_filter_dedup_and_tool_port_vlan() {
     }
     write_pcap(&input, &frames);
     let sink = "  - { name: ids, type: port, port: tool, vlan: 300 }\n";
-    let cfg = chain_config(d, &input, "      - filter: { proto: udp, dst_port: 53 }\n      - dedup: { window_ms: 1 }\n", sink, "cap, ids");
+    let cfg = chain_config(
+        d,
+        &input,
+        "      - filter: { proto: udp, dst_port: 53 }\n      - dedup: { window_ms: 1 }\n",
+        sink,
+        "cap, ids",
+    );
     let out = replay_cfg(&cfg, &input, d);
     let copies = tshark_fields(&d.join("copies.pcapng"), None, &["udp.dstport", "ip.ttl"]);
     assert_eq!(copies.len(), 10, "10 DNS packets, duplicates removed:\n{}", out.stdout);
@@ -1291,7 +1293,10 @@ fn chains_vni_rules_and_strip_vxlan() {
             .build()
     };
     let outer = |vni: u32, f: &[u8]| {
-        PacketBuilder::ethernet(mac(100), mac(101)).ipv4(Ipv4Addr::new(172, 16, 0, 1), Ipv4Addr::new(172, 16, 0, 2)).vxlan(vni, f).build()
+        PacketBuilder::ethernet(mac(100), mac(101))
+            .ipv4(Ipv4Addr::new(172, 16, 0, 1), Ipv4Addr::new(172, 16, 0, 2))
+            .vxlan(vni, f)
+            .build()
     };
     let frames = vec![
         outer(5001, &inner(1, 2, 40_000, 5432)),
@@ -1324,7 +1329,8 @@ fn chains_rotation_produces_valid_files() {
     let d = dir.path();
     let input = d.join("in.pcap");
     write_pcap(&input, &udp_flows(2000, 10, 200, false));
-    let sink = format!("  - {{ name: rot, type: pcapng, path: {}/rot-%n.pcapng, rotate_mb: 0.05, keep: 100 }}\n", d.display());
+    let sink =
+        format!("  - {{ name: rot, type: pcapng, path: {}/rot-%n.pcapng, rotate_mb: 0.05, keep: 100 }}\n", d.display());
     let cfg = chain_config(d, &input, "", &sink, "rot");
     let out = replay_cfg(&cfg, &input, d);
     let mut files: Vec<PathBuf> = std::fs::read_dir(d)
@@ -1419,7 +1425,8 @@ fn check_accepts_every_example() {
 fn check_chain_mistakes_are_located() {
     let text = format!("{BASE}  - name: r\n    priority: 1\n    chain: inspect\n")
         .replace("      - copy: { to: [ids] }\n", "      - copy: { to: [ids] }\n      - slice: { snaplen: 64 }\n");
-    let line = check_fails(&text, pos_of(&text, "slice: {"), "chains[0].stages[1]", "`slice` after `copy` can never run");
+    let line =
+        check_fails(&text, pos_of(&text, "slice: {"), "chains[0].stages[1]", "`slice` after `copy` can never run");
     assert!(line.contains("`copy` must be the last stage"), "{line}");
     let text = format!("{BASE}  - name: r\n    priority: 1\n    chain: inspect\n")
         .replace("      - copy: { to: [ids] }\n", "      - budget: { pps: 0 }\n      - copy: { to: [ids] }\n");

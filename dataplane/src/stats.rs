@@ -52,8 +52,13 @@ impl DropReason {
     /// Number of reasons.
     pub const COUNT: usize = 5;
     /// All reasons, in index order.
-    pub const ALL: [DropReason; DropReason::COUNT] =
-        [DropReason::RuleDrop, DropReason::Malformed, DropReason::NoEgress, DropReason::TxFull, DropReason::ChainClosed];
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::RuleDrop,
+        DropReason::Malformed,
+        DropReason::NoEgress,
+        DropReason::TxFull,
+        DropReason::ChainClosed,
+    ];
 
     /// Counter label.
     pub fn name(self) -> &'static str {

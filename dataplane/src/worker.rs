@@ -277,7 +277,8 @@ impl<C: Chains> Worker<C> {
             } else {
                 None
             };
-            let Some((rule, action)) = rule.and_then(|r| self.rules.rules().get(r as usize).map(|x| (r, x.action))) else {
+            let Some((rule, action)) = rule.and_then(|r| self.rules.rules().get(r as usize).map(|x| (r, x.action)))
+            else {
                 unmatched += 1;
                 stage(&mut self.out, egress, &mut self.ports, pkt, st);
                 continue;

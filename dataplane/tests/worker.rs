@@ -10,7 +10,7 @@ mod worker {
     use dataplane::classifier::{naive, Action, ChainId, IpNet, Match, PortRange, Rule, RuleId, RuleSet};
     use dataplane::flow::{proto, FlowKey, MacAddr};
     use dataplane::forward::Links;
-    use dataplane::packet::{Meta, Packet, PortId, Pool};
+    use dataplane::packet::{Meta, Packet, Pool, PortId};
     use dataplane::parser::{parse, Malformed};
     use dataplane::port::mem::{ring, MemPeer, MemPort};
     use dataplane::port::Port;
@@ -113,8 +113,8 @@ mod worker {
             let table = RuleTable::new(rules);
             let stats = Arc::new(WorkerStats::new(2, 16));
             let ports: Vec<Box<dyn Port>> = vec![Box::new(pa), Box::new(pb)];
-            let worker = Worker::new(cfg, ports, &links, Arc::clone(&table), chains, stats)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let worker =
+                Worker::new(cfg, ports, &links, Arc::clone(&table), chains, stats).unwrap_or_else(|e| panic!("{e}"));
             Rig { worker, a, b, table }
         }
 
@@ -212,7 +212,12 @@ mod worker {
             rule(
                 "web",
                 10,
-                Match { src_ip: net(1), proto: Some(proto::TCP), dst_port: Some(PortRange::single(80)), ..Match::default() },
+                Match {
+                    src_ip: net(1),
+                    proto: Some(proto::TCP),
+                    dst_port: Some(PortRange::single(80)),
+                    ..Match::default()
+                },
                 false,
                 Action::Chain(2),
             ),
@@ -259,7 +264,13 @@ mod worker {
     #[test]
     fn rule_drop_and_fail_closed_chain_drop_are_counted_by_reason() {
         let rules = set(vec![
-            rule("deny", 30, Match { dst_port: Some(PortRange::single(23)), proto: Some(proto::TCP), ..Match::default() }, false, Action::Drop),
+            rule(
+                "deny",
+                30,
+                Match { dst_port: Some(PortRange::single(23)), proto: Some(proto::TCP), ..Match::default() },
+                false,
+                Action::Drop,
+            ),
             rule("closed", 20, Match { proto: Some(proto::UDP), ..Match::default() }, false, Action::Chain(7)),
             rule("open", 10, Match { proto: Some(proto::TCP), ..Match::default() }, false, Action::Chain(1)),
         ]);
@@ -324,7 +335,7 @@ mod worker {
         let mut rig = Rig::new(Arc::new(RuleSet::empty()), cfg, 64);
         let good = udp(1, 2, 1, 2, 60);
         send(&rig.a, &frames.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>());
-        send(&rig.a, &[good.clone()]);
+        send(&rig.a, std::slice::from_ref(&good));
         rig.run();
         assert_eq!(recv_all(&rig.b), [good]);
         assert_eq!(rig.drop_count(DropReason::Malformed), 4);
@@ -342,7 +353,13 @@ mod worker {
         let b = MemPeer { to_port: Arc::clone(&b_rx), from_port: Arc::clone(&b_tx) };
         let pa = MemPort::with_rings("a", 0, a_rx, a_tx);
         let pb = MemPort::with_rings("b", 1, b_rx, b_tx);
-        let rules = set(vec![rule("all-udp", 1, Match { proto: Some(proto::UDP), ..Match::default() }, false, Action::Chain(0))]);
+        let rules = set(vec![rule(
+            "all-udp",
+            1,
+            Match { proto: Some(proto::UDP), ..Match::default() },
+            false,
+            Action::Chain(0),
+        )]);
         let mut rig = Rig::with_ports(rules, WorkerConfig::default(), pa, pb, a, b, Recorder::default());
         let frames: Vec<_> = (0..100u16).map(|i| udp(1, 2, i, 9, 60)).collect();
         send(&rig.a, &frames);
@@ -356,8 +373,13 @@ mod worker {
 
     #[test]
     fn published_rules_apply_from_the_next_poll_and_cached_verdicts_go_stale() {
-        let dns_rule =
-            rule("dns", 10, Match { proto: Some(proto::UDP), dst_port: Some(PortRange::single(53)), ..Match::default() }, false, Action::Chain(1));
+        let dns_rule = rule(
+            "dns",
+            10,
+            Match { proto: Some(proto::UDP), dst_port: Some(PortRange::single(53)), ..Match::default() },
+            false,
+            Action::Chain(1),
+        );
         let mut rig = Rig::new(set(vec![dns_rule]), WorkerConfig::default(), 64);
         let http = udp(1, 2, 5000, 80, 60);
         let dns = udp(1, 2, 5000, 53, 60);
@@ -366,8 +388,13 @@ mod worker {
         assert_eq!(rig.stats().generation.get(), 1);
         assert_eq!(rig.worker.chains().seen.len(), 1, "gen 1: only dns matches; http is cached as unmatched");
 
-        let http_rule =
-            rule("http", 10, Match { proto: Some(proto::UDP), dst_port: Some(PortRange::single(80)), ..Match::default() }, false, Action::Chain(2));
+        let http_rule = rule(
+            "http",
+            10,
+            Match { proto: Some(proto::UDP), dst_port: Some(PortRange::single(80)), ..Match::default() },
+            false,
+            Action::Chain(2),
+        );
         let generation = rig.table.publish(set(vec![http_rule]));
         assert_eq!(generation, 2);
         // The same flows again, in mid-stream.
@@ -385,7 +412,8 @@ mod worker {
     #[test]
     fn a_port_without_a_link_counts_no_egress() {
         let (pa, a) = MemPort::new("lonely", 0, 16);
-        let rules = set(vec![rule("udp", 1, Match { proto: Some(proto::UDP), ..Match::default() }, false, Action::Chain(4))]);
+        let rules =
+            set(vec![rule("udp", 1, Match { proto: Some(proto::UDP), ..Match::default() }, false, Action::Chain(4))]);
         let ports: Vec<Box<dyn Port>> = vec![Box::new(pa)];
         let mut w = Worker::new(
             WorkerConfig::default(),
@@ -431,12 +459,25 @@ mod worker {
         let a = MemPeer { to_port: Arc::clone(&a_rx), from_port: Arc::clone(&a_tx) };
         let b = MemPeer { to_port: Arc::clone(&b_rx), from_port: Arc::clone(&b_tx) };
         let rules = set(vec![
-            rule("deny", 20, Match { dst_port: Some(PortRange::single(23)), proto: Some(proto::TCP), ..Match::default() }, false, Action::Drop),
+            rule(
+                "deny",
+                20,
+                Match { dst_port: Some(PortRange::single(23)), proto: Some(proto::TCP), ..Match::default() },
+                false,
+                Action::Drop,
+            ),
             rule("copy", 10, Match { proto: Some(proto::UDP), ..Match::default() }, true, Action::Chain(0)),
         ]);
         let cfg = WorkerConfig { malformed: MalformedPolicy::Drop, ..WorkerConfig::default() };
-        let mut rig =
-            Rig::with_ports(rules, cfg, MemPort::with_rings("a", 0, a_rx, a_tx), MemPort::with_rings("b", 1, b_rx, b_tx), a, b, Recorder::default());
+        let mut rig = Rig::with_ports(
+            rules,
+            cfg,
+            MemPort::with_rings("a", 0, a_rx, a_tx),
+            MemPort::with_rings("b", 1, b_rx, b_tx),
+            a,
+            b,
+            Recorder::default(),
+        );
         let frames = [udp(1, 2, 1, 2, 1514), tcp(1, 2, 1, 23), tcp(1, 2, 1, 80), vec![0u8; 8]];
         for i in 0..200 {
             let mut p = pool.alloc().expect("pool has room");
@@ -459,7 +500,15 @@ mod worker {
     // ---- Property: conservation and agreement with the reference classifier. ----
 
     fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
-        (0u8..3, 1u8..4, 1u8..4, prop::sample::select(vec![22u16, 53, 80, 443, 5432]), 1000u16..1003, any::<bool>(), 0usize..80)
+        (
+            0u8..3,
+            1u8..4,
+            1u8..4,
+            prop::sample::select(vec![22u16, 53, 80, 443, 5432]),
+            1000u16..1003,
+            any::<bool>(),
+            0usize..80,
+        )
             .prop_map(|(l4, s, d, dport, sport, cut, at)| {
                 let f = match l4 {
                     0 => udp(s, d, sport, dport, 60),
@@ -485,7 +534,14 @@ mod worker {
             prop::option::of(0u16..3),
         )
             .prop_map(|(s, d, p, dport, in_port, symmetric, chain)| {
-                let m = Match { src_ip: s.and_then(net), dst_ip: d.and_then(net), proto: p, dst_port: dport, in_port, ..Match::default() };
+                let m = Match {
+                    src_ip: s.and_then(net),
+                    dst_ip: d.and_then(net),
+                    proto: p,
+                    dst_port: dport,
+                    in_port,
+                    ..Match::default()
+                };
                 (m, symmetric, chain)
             })
     }

@@ -125,7 +125,11 @@ fn run(scenario: &str, args: &Args, frames: &[Vec<u8>]) -> Outcome {
         let _ = r1.push(Packet::from_slice(f, Meta::default()));
     }
 
-    let names = Arc::new(Names { ports: vec!["a".into(), "b".into()], rules: vec!["copy".into()], chains: vec!["copy".into()] });
+    let names = Arc::new(Names {
+        ports: vec!["a".into(), "b".into()],
+        rules: vec!["copy".into()],
+        chains: vec!["copy".into()],
+    });
     let queue = Arc::new(SinkQueue::new("discard", 8192));
     let pool = Pool::new(16_384, 2048);
     // The sink thread is not pinned: it sleeps when idle and the OS keeps it off the busy worker core.
