@@ -5,6 +5,7 @@
 //! [`mem`] (in-process rings for tests and the benchmark harness) and
 //! [`pcap`] (a capture file as input, a capture file as output).
 
+pub mod af_packet;
 pub mod mem;
 pub mod pcap;
 
