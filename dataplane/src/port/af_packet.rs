@@ -44,9 +44,13 @@
 //! interface gone, frame over the MTU).
 //!
 //! Behaviour at the edges:
-//! * frames the port itself sent are not received again
+//! * frames leaving through the interface (sent by this port, another
+//!   worker's port or the host) are not received
 //!   (`PACKET_IGNORE_OUTGOING`, and `sll_pkttype` is checked as well), so a
-//!   bump in the wire cannot loop;
+//!   bump in the wire cannot loop: a port sees only what the VM sends;
+//! * latency: the kernel hands a block over when it is full or after 1 ms
+//!   (`tp_retire_blk_tov`, whose unit is the millisecond), so at low packet
+//!   rates receive adds up to 1 ms; at high rates blocks fill sooner;
 //! * an empty pool stops the burst and leaves the frame in the ring:
 //!   back-pressure, then the kernel's ring-full drops, never a lost buffer;
 //! * link down: receive sees nothing and transmit errors are counted, the
