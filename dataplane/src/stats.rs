@@ -46,11 +46,17 @@ pub enum DropReason {
     TxFull,
     /// A fail-closed chain could not monitor the packet.
     ChainClosed,
+    /// A bridge knows the destination MAC on the ingress port itself: a
+    /// bridge never sends a frame back out of the port it came in on.
+    Hairpin,
+    /// A frame on a bridge port too short to hold an Ethernet header, so
+    /// the bridge cannot tell where it goes.
+    Runt,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 7;
     /// All reasons, in index order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::RuleDrop,
@@ -58,6 +64,8 @@ impl DropReason {
         DropReason::NoEgress,
         DropReason::TxFull,
         DropReason::ChainClosed,
+        DropReason::Hairpin,
+        DropReason::Runt,
     ];
 
     /// Counter label.
@@ -68,6 +76,8 @@ impl DropReason {
             DropReason::NoEgress => "no_egress",
             DropReason::TxFull => "tx_full",
             DropReason::ChainClosed => "chain_closed",
+            DropReason::Hairpin => "hairpin",
+            DropReason::Runt => "runt",
         }
     }
 }
@@ -125,6 +135,33 @@ pub struct RuleCounters {
     pub bytes: Counter,
 }
 
+/// What the bridges of one worker did (all its bridges together).
+///
+/// Flood copies are extra packets: with bridges, conservation reads
+/// `rx + flood_copies == tx + dropped`. A copy that could not be made is not
+/// a drop of an original (the original still leaves by another port), so it
+/// is counted here, not under a [`DropReason`].
+#[derive(Default, Debug)]
+#[repr(align(64))]
+pub struct BridgeCounters {
+    /// MACs entered in a table (new, or back after ageing out).
+    pub learned: Counter,
+    /// Learned MACs seen on another port than before (a VM migrated or a loop).
+    pub moved: Counter,
+    /// Entries found older than the ageing time and reclaimed.
+    pub aged: Counter,
+    /// Live entries evicted because a new MAC found its table window full.
+    pub table_full: Counter,
+    /// Frames flooded (unknown unicast, broadcast, multicast).
+    pub flooded: Counter,
+    /// Copies made for floods (all egress ports but one get a copy).
+    pub flood_copies: Counter,
+    /// Flood copies not made because the flood pool was empty.
+    pub flood_no_buffer: Counter,
+    /// Flood copies not made because the frame is larger than a flood buffer.
+    pub flood_too_big: Counter,
+}
+
 /// Everything one worker counts.
 #[derive(Debug)]
 #[repr(align(64))]
@@ -151,6 +188,8 @@ pub struct WorkerStats {
     pub idle_polls: Counter,
     /// The rule-set generation the worker currently runs.
     pub generation: Counter,
+    /// The worker's bridges.
+    pub bridge: BridgeCounters,
     /// Per port, indexed by port id (all ports, even those of other workers).
     pub ports: Box<[PortCounters]>,
     /// Per rule, indexed by rule id.
@@ -172,6 +211,7 @@ impl WorkerStats {
             busy_polls: Counter::default(),
             idle_polls: Counter::default(),
             generation: Counter::default(),
+            bridge: BridgeCounters::default(),
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
             rules: (0..rules).map(|_| RuleCounters::default()).collect(),
         }

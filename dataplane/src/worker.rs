@@ -3,7 +3,8 @@
 //! While running: receive a burst from each owned port, parse every packet's
 //! [`FlowKey`], look it up in the per-worker [`FlowCache`] (the published
 //! [`RuleSet`] on a miss), hand matched packets to their chain, stage the
-//! originals per egress port, then one `tx_burst` per egress port.
+//! originals per egress port (a link's peer, or where a bridge says: one
+//! port, or a flood to several), then one `tx_burst` per egress port.
 //! Housekeeping (flushing capture writers, heartbeat) runs on a cheap
 //! iteration counter, never on a clock read per packet.
 //!
@@ -14,8 +15,8 @@
 use crate::cache::FlowCache;
 use crate::classifier::{Action, ChainId, RuleId, RuleSet};
 use crate::flow::FlowKey;
-use crate::forward::Links;
-use crate::packet::{Packet, PortId};
+use crate::forward::{Bridge, Decision, Forwarding, PortRole};
+use crate::packet::{Packet, Pool, PortId};
 use crate::parser::{parse, Malformed};
 use crate::port::{Burst, Port};
 use crate::publish::RuleTable;
@@ -23,7 +24,7 @@ use crate::stats::{DropReason, WorkerStats};
 use crate::BURST;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// What a chain decided about the original it was shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +101,28 @@ pub enum WorkerError {
         /// The peer's id.
         peer: PortId,
     },
+    /// A bridge has ports on this worker and on another. Learning and
+    /// flooding need every port of a bridge in one worker's hands.
+    #[error("port `{port}` is in bridge {bridge}, whose port id {missing} this worker does not own; all ports of a bridge must be on the same worker")]
+    BridgeSplit {
+        /// The name of a port of the bridge this worker owns.
+        port: String,
+        /// Index of the bridge.
+        bridge: usize,
+        /// A port of the bridge this worker does not own.
+        missing: PortId,
+    },
+}
+
+/// Where a local port's originals go.
+#[derive(Clone, Copy, Debug)]
+enum Egress {
+    /// Nowhere (`no_egress`).
+    None,
+    /// To this local port (a link).
+    Link(usize),
+    /// Where the worker's bridge with this index decides.
+    Bridge(usize),
 }
 
 /// How often (in poll rounds) housekeeping runs: a power of two minus one, used as a mask.
@@ -109,10 +132,12 @@ const HOUSEKEEPING_MASK: u64 = 0x3ff;
 pub struct Worker<C: Chains> {
     cfg: WorkerConfig,
     ports: Vec<Box<dyn Port>>,
-    /// Local index of each local port's egress port.
-    egress: Vec<Option<usize>>,
-    /// Originals staged for transmission, per local port.
-    out: Vec<Burst>,
+    /// Where each local port's originals go.
+    egress: Vec<Egress>,
+    /// Staged output and the bridges that decide some of it.
+    tx: Staging,
+    /// Origin of the bridges' per-burst time (monotonic, unlike packet timestamps).
+    clock: Instant,
     table: Arc<RuleTable>,
     rules: Arc<RuleSet>,
     generation: u64,
@@ -128,28 +153,61 @@ pub struct Worker<C: Chains> {
 }
 
 impl<C: Chains> Worker<C> {
-    /// A worker owning `ports`, forwarding along `links`, classifying with the
-    /// rules published in `table`, running matched packets through `chains`,
-    /// counting into `stats`.
+    /// A worker owning `ports`, forwarding along `fwd` (a [`Forwarding`], or
+    /// just `&Links`), classifying with the rules published in `table`,
+    /// running matched packets through `chains`, counting into `stats`.
+    ///
+    /// Each bridge with a port here gets its MAC table, and the worker one
+    /// flood pool, allocated now: nothing is allocated while forwarding.
     pub fn new(
         cfg: WorkerConfig,
         ports: Vec<Box<dyn Port>>,
-        links: &Links,
+        fwd: impl Into<Forwarding>,
         table: Arc<RuleTable>,
         chains: C,
         stats: Arc<WorkerStats>,
     ) -> Result<Worker<C>, WorkerError> {
+        let fwd: Forwarding = fwd.into();
+        let local = |id: PortId| ports.iter().position(|q| q.id() == id);
         let mut egress = Vec::with_capacity(ports.len());
+        // Global bridge index -> index into `bridges`.
+        let mut mine: Vec<Option<usize>> = vec![None; fwd.bridges().len()];
+        let mut bridges = Vec::new();
+        let mut pool: Option<Arc<Pool>> = None;
         for p in &ports {
-            match links.peer(p.id()) {
-                None => egress.push(None),
-                Some(peer) => match ports.iter().position(|q| q.id() == peer) {
-                    Some(local) => egress.push(Some(local)),
+            let e = match fwd.role(p.id()) {
+                PortRole::None => Egress::None,
+                PortRole::Link(peer) => match local(peer) {
+                    Some(l) => Egress::Link(l),
                     None => return Err(WorkerError::PeerElsewhere { port: p.name().to_string(), peer }),
                 },
-            }
+                PortRole::Bridge(b) => match mine[b] {
+                    Some(m) => Egress::Bridge(m),
+                    None => {
+                        let cfg = &fwd.bridges()[b];
+                        let mut locals = Vec::with_capacity(cfg.ports.len());
+                        for &q in &cfg.ports {
+                            match local(q) {
+                                Some(l) => locals.push(l),
+                                None => {
+                                    let port = p.name().to_string();
+                                    return Err(WorkerError::BridgeSplit { port, bridge: b, missing: q });
+                                }
+                            }
+                        }
+                        let pool = pool.get_or_insert_with(|| {
+                            let (n, size) = fwd.flood_pool();
+                            Pool::new(n, size)
+                        });
+                        bridges.push(Bridge::new(locals.into(), cfg, Arc::clone(pool)));
+                        mine[b] = Some(bridges.len() - 1);
+                        Egress::Bridge(bridges.len() - 1)
+                    }
+                },
+            };
+            egress.push(e);
         }
-        let out = ports.iter().map(|_| Burst::new()).collect();
+        let tx = Staging { out: ports.iter().map(|_| Burst::new()).collect(), bridges };
         let published = table.load();
         let (generation, rules) = (published.generation, Arc::clone(&published.rules));
         stats.generation.set(generation);
@@ -165,7 +223,8 @@ impl<C: Chains> Worker<C> {
             cfg,
             ports,
             egress,
-            out,
+            tx,
+            clock: Instant::now(),
             table,
             rules,
             generation,
@@ -216,8 +275,8 @@ impl<C: Chains> Worker<C> {
             self.process(i, &mut burst);
         }
         if total > 0 {
-            for i in 0..self.out.len() {
-                if !self.out[i].is_empty() {
+            for i in 0..self.tx.out.len() {
+                if !self.tx.out[i].is_empty() {
                     self.transmit(i);
                 }
             }
@@ -260,6 +319,11 @@ impl<C: Chains> Worker<C> {
         }
 
         let egress = self.egress[i];
+        // Bridges learn with a per-burst time; links need none.
+        let now = match egress {
+            Egress::Bridge(_) => self.clock.elapsed().as_nanos() as u64,
+            Egress::None | Egress::Link(_) => 0,
+        };
         let mut unmatched = 0u64;
         let mut matched = 0u64;
         let mut now_ns = 0u64;
@@ -280,7 +344,7 @@ impl<C: Chains> Worker<C> {
             let Some((rule, action)) = rule.and_then(|r| self.rules.rules().get(r as usize).map(|x| (r, x.action)))
             else {
                 unmatched += 1;
-                stage(&mut self.out, egress, &mut self.ports, pkt, st);
+                self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
                 continue;
             };
             matched += 1;
@@ -295,7 +359,7 @@ impl<C: Chains> Worker<C> {
                         now_ns = wall_clock_ns();
                     }
                     match self.chains.run(chain, rule, &pkt, &self.keys[j], now_ns) {
-                        ChainVerdict::Forward => stage(&mut self.out, egress, &mut self.ports, pkt, st),
+                        ChainVerdict::Forward => self.tx.forward(&mut self.ports, egress, i, pkt, st, now),
                         ChainVerdict::Drop => st.drops[DropReason::ChainClosed as usize].add(1),
                     }
                 }
@@ -308,7 +372,7 @@ impl<C: Chains> Worker<C> {
     /// Transmits what is staged for local port `i`.
     #[inline]
     fn transmit(&mut self, i: usize) {
-        transmit(&mut self.out[i], &mut *self.ports[i], &self.stats);
+        transmit(&mut self.tx.out[i], &mut *self.ports[i], &self.stats);
     }
 
     /// Copies each port's own counters, and the flow cache's, where control can read them.
@@ -354,8 +418,8 @@ impl<C: Chains> Worker<C> {
 
     /// Sends what is staged and flushes the ports.
     pub fn finish(&mut self) {
-        for i in 0..self.out.len() {
-            if !self.out[i].is_empty() {
+        for i in 0..self.tx.out.len() {
+            if !self.tx.out[i].is_empty() {
                 self.transmit(i);
             }
         }
@@ -370,13 +434,71 @@ impl<C: Chains> Worker<C> {
     }
 }
 
-/// Stages an original for its egress port, transmitting first if the stage is full.
+/// Packets staged for transmission, per local port, and the bridges whose
+/// decisions fill some of those stages. One struct so that forwarding can
+/// borrow both while the worker's ports and counters are borrowed too.
+struct Staging {
+    out: Vec<Burst>,
+    bridges: Vec<Bridge>,
+}
+
+impl Staging {
+    /// Stages an original (received on local port `ingress`) where forwarding
+    /// sends it. A flood stages copies from the bridge's pool for all egress
+    /// ports but the last, which gets the original; a copy that cannot be made
+    /// is counted and skipped, never waited for.
+    #[inline]
+    fn forward(
+        &mut self,
+        ports: &mut [Box<dyn Port>],
+        egress: Egress,
+        ingress: usize,
+        pkt: Packet,
+        st: &WorkerStats,
+        now: u64,
+    ) {
+        let b = match egress {
+            Egress::Link(e) => return stage(&mut self.out, e, ports, pkt, st),
+            Egress::None => return st.drops[DropReason::NoEgress as usize].add(1),
+            Egress::Bridge(b) => b,
+        };
+        let bridge = &mut self.bridges[b];
+        match bridge.decide(pkt.data(), ingress, now, &st.bridge) {
+            Decision::Unicast(e) => stage(&mut self.out, e, ports, pkt, st),
+            Decision::Drop(reason) => st.drops[reason as usize].add(1),
+            Decision::Flood => {
+                st.bridge.flooded.add(1);
+                // A bridge has at least two ports, so another one exists.
+                let Some(last) = bridge.ports().iter().rev().copied().find(|&p| p != ingress) else {
+                    return st.drops[DropReason::NoEgress as usize].add(1);
+                };
+                let pool = bridge.pool();
+                for &e in bridge.ports() {
+                    if e == ingress || e == last {
+                        continue;
+                    }
+                    if pkt.len() > pool.buf_size() {
+                        st.bridge.flood_too_big.add(1);
+                        continue;
+                    }
+                    let Some(mut copy) = pool.alloc() else {
+                        st.bridge.flood_no_buffer.add(1);
+                        continue;
+                    };
+                    copy.fill_from(pkt.data());
+                    copy.meta = pkt.meta;
+                    st.bridge.flood_copies.add(1);
+                    stage(&mut self.out, e, ports, copy, st);
+                }
+                stage(&mut self.out, last, ports, pkt, st);
+            }
+        }
+    }
+}
+
+/// Stages a packet for local port `e`, transmitting first if the stage is full.
 #[inline]
-fn stage(out: &mut [Burst], egress: Option<usize>, ports: &mut [Box<dyn Port>], pkt: Packet, st: &WorkerStats) {
-    let Some(e) = egress else {
-        st.drops[DropReason::NoEgress as usize].add(1);
-        return;
-    };
+fn stage(out: &mut [Burst], e: usize, ports: &mut [Box<dyn Port>], pkt: Packet, st: &WorkerStats) {
     if out[e].is_full() {
         transmit(&mut out[e], &mut *ports[e], st);
     }

@@ -9,7 +9,7 @@
 mod worker {
     use dataplane::classifier::{naive, Action, ChainId, IpNet, Match, PortRange, Rule, RuleId, RuleSet};
     use dataplane::flow::{proto, FlowKey, MacAddr};
-    use dataplane::forward::Links;
+    use dataplane::forward::{Forwarding, Links};
     use dataplane::packet::{Meta, Packet, Pool, PortId};
     use dataplane::parser::{parse, Malformed};
     use dataplane::port::mem::{ring, MemPeer, MemPort};
@@ -109,12 +109,12 @@ mod worker {
             b: MemPeer,
             chains: Recorder,
         ) -> Rig {
-            let links = Links::new(2, &[(0, 1)]).unwrap();
+            let fwd = Forwarding::from(Links::new(2, &[(0, 1)]).unwrap());
             let table = RuleTable::new(rules);
             let stats = Arc::new(WorkerStats::new(2, 16));
             let ports: Vec<Box<dyn Port>> = vec![Box::new(pa), Box::new(pb)];
             let worker =
-                Worker::new(cfg, ports, &links, Arc::clone(&table), chains, stats).unwrap_or_else(|e| panic!("{e}"));
+                Worker::new(cfg, ports, &fwd, Arc::clone(&table), chains, stats).unwrap_or_else(|e| panic!("{e}"));
             Rig { worker, a, b, table }
         }
 
@@ -418,7 +418,7 @@ mod worker {
         let mut w = Worker::new(
             WorkerConfig::default(),
             ports,
-            &Links::new(1, &[]).unwrap(),
+            Links::new(1, &[]).unwrap(),
             RuleTable::new(rules),
             Recorder::default(),
             Arc::new(WorkerStats::new(1, 1)),
@@ -440,7 +440,7 @@ mod worker {
         let err = Worker::new(
             WorkerConfig::default(),
             ports,
-            &Links::new(2, &[(0, 1)]).unwrap(),
+            Links::new(2, &[(0, 1)]).unwrap(),
             RuleTable::new(Arc::new(RuleSet::empty())),
             Recorder::default(),
             Arc::new(WorkerStats::new(2, 0)),

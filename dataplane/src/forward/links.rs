@@ -1,8 +1,5 @@
-//! Forwarding: where an original goes after classification.
-//!
-//! `links` are bump-in-the-wire pairs: what enters one port leaves by the
-//! other, untouched. (A MAC-learning bridge over several ports comes with
-//! the Linux-interface backend.)
+//! Links: bump-in-the-wire pairs. What enters one port leaves by the other,
+//! untouched, with no lookup at all: the fast path.
 
 use crate::packet::PortId;
 
@@ -51,6 +48,11 @@ impl Links {
     #[inline]
     pub fn peer(&self, port: PortId) -> Option<PortId> {
         self.peer.get(port as usize).copied().flatten()
+    }
+
+    /// Size of the port table the links were built over.
+    pub fn port_count(&self) -> usize {
+        self.peer.len()
     }
 
     /// The pairs, each once, lower id first.
