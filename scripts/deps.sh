@@ -8,6 +8,10 @@ command -v tshark >/dev/null 2>&1 || want+=(tshark)
 case "${1:-test}" in
   bench) command -v dpdk-testpmd >/dev/null 2>&1 || want+=(dpdk dpdk-dev) ;;
 esac
+# The VM lab (demo, tests, lab benchmark): namespaces, ping, iperf3, python3.
+case "${1:-test}" in
+  lab | test | bench) want+=(iproute2 iputils-ping iperf3 python3 ethtool) ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do

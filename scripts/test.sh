@@ -29,8 +29,9 @@ cargo test --workspace --doc --quiet
 # Benchmarks must keep building (they are run by scripts/bench.sh, not here).
 cargo bench --workspace --no-run --quiet
 
-# The README's demo, end to end.
+# The README's demo (the VM lab), and the offline replay demo, end to end.
 scripts/demo.sh --check
+scripts/demo-replay.sh --check
 
 echo "test.sh: cargo tests, doc tests, benchmark build and demo check all passed"
 echo "summary: ${passed:-0} passed, 0 failed"

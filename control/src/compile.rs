@@ -13,7 +13,7 @@ use chains::stage::{StageSpec, StripLayer};
 use chains::{ChainSpec, OnFailure};
 use dataplane::classifier::{Action, Match, Rule, RuleError, RuleSet};
 use dataplane::flow::proto;
-use dataplane::forward::Links;
+use dataplane::forward::{BridgeConfig, Forwarding, Links};
 use dataplane::packet::PortId;
 use dataplane::worker::{MalformedPolicy, WorkerConfig};
 use serde_saphyr::Spanned;
@@ -34,6 +34,23 @@ pub struct PortPlan {
     pub rx: Option<PathBuf>,
     /// Output capture (`pcap`).
     pub tx: Option<PathBuf>,
+    /// Linux interface (`af_packet`).
+    pub interface: Option<String>,
+    /// Promiscuous mode (`af_packet`).
+    pub promiscuous: bool,
+    /// Bypass the qdisc on transmit (`af_packet`).
+    pub qdisc_bypass: bool,
+}
+
+/// A MAC-learning bridge to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgePlan {
+    /// Name.
+    pub name: String,
+    /// Its ports.
+    pub ports: Vec<PortId>,
+    /// How long a learned MAC lives without traffic.
+    pub ageing: Duration,
 }
 
 /// Where a remote sink sends its copies.
@@ -117,6 +134,10 @@ pub struct Plan {
     pub ports: Vec<PortPlan>,
     /// Link pairs.
     pub links: Links,
+    /// MAC-learning bridges.
+    pub bridges: Vec<BridgePlan>,
+    /// Links and bridges as the workers use them.
+    pub forwarding: Forwarding,
     /// Sinks, indexed as the chains' `copy` stages refer to them.
     pub sinks: Vec<SinkPlan>,
     /// Ports owned by `port` sinks (tool ports): no worker polls them.
@@ -250,8 +271,27 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     }
     let mut ports = Vec::new();
     for (i, p) in cfg.ports.iter().enumerate() {
+        let only = |what: &str, present: bool| -> Result<(), ConfigError> {
+            if present {
+                Err(Pos::of(&p.kind, format!("ports[{i}].type"))
+                    .error(file, format!("`{what}` does not apply to {} ports", p.kind.value)))
+            } else {
+                Ok(())
+            }
+        };
         match p.kind.value {
+            PortKind::AfPacket => {
+                only("rx", p.rx.is_some())?;
+                only("tx", p.tx.is_some())?;
+                if p.interface.is_none() {
+                    return Err(Pos::of(&p.kind, format!("ports[{i}].type"))
+                        .error(file, format!("af_packet port `{}` needs `interface` (a Linux interface name)", p.name.value)));
+                }
+            }
             PortKind::Pcap => {
+                only("interface", p.interface.is_some())?;
+                only("promiscuous", p.promiscuous.is_some())?;
+                only("qdisc_bypass", p.qdisc_bypass.is_some())?;
                 if p.rx.is_none() && p.tx.is_none() {
                     return Err(Pos::of(&p.kind, format!("ports[{i}].type")).error(
                         file,
@@ -268,6 +308,9 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             kind: p.kind.value,
             rx: p.rx.as_ref().map(|s| s.value.clone()),
             tx: p.tx.as_ref().map(|s| s.value.clone()),
+            interface: p.interface.as_ref().map(|s| s.value.clone()),
+            promiscuous: p.promiscuous.unwrap_or(true),
+            qdisc_bypass: p.qdisc_bypass.unwrap_or(true),
         });
     }
 
@@ -302,6 +345,44 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         field: "links".into(),
         message: e.to_string(),
     })?;
+
+    // Bridges: each over ports of its own, none of them linked.
+    let mut bridges = Vec::new();
+    for (i, b) in cfg.bridges.iter().enumerate() {
+        if b.ports.value.len() < 2 {
+            return Err(Pos::of(&b.ports, format!("bridges[{i}].ports")).error(file, "a bridge joins at least two ports"));
+        }
+        let mut members = Vec::new();
+        for (j, p) in b.ports.value.iter().enumerate() {
+            let field = format!("bridges[{i}].ports[{j}]");
+            let id = lookup(&port_ix, p, field.clone(), file, "port")?;
+            if let Some(l) = linked.get(&id) {
+                return Err(Pos::of(p, field).error(file, format!("port `{}` is in links[{l}]; a port is in one link or one bridge", p.value)));
+            }
+            if members.contains(&(id as PortId)) || bridges.iter().any(|x: &BridgePlan| x.ports.contains(&(id as PortId))) {
+                return Err(Pos::of(p, field).error(file, format!("port `{}` is already in a bridge", p.value)));
+            }
+            members.push(id as PortId);
+        }
+        let ageing = match &b.ageing_seconds {
+            Some(a) if !(a.value > 0.0 && a.value.is_finite()) => {
+                return Err(Pos::of(a, format!("bridges[{i}].ageing_seconds")).error(file, "must be a positive number of seconds"))
+            }
+            Some(a) => Duration::from_secs_f64(a.value),
+            None => Duration::from_secs(300),
+        };
+        bridges.push(BridgePlan { name: b.name.value.clone(), ports: members, ageing });
+    }
+    for b in &bridges {
+        for &p in &b.ports {
+            linked.insert(p as usize, usize::MAX);
+        }
+    }
+    let forwarding = Forwarding::new(
+        links.clone(),
+        bridges.iter().map(|b| BridgeConfig { ageing: b.ageing, ..BridgeConfig::new(b.ports.clone()) }).collect(),
+    )
+    .map_err(|e| ConfigError { file: file.into(), line: 0, column: 0, field: "bridges".into(), message: e.to_string() })?;
 
     // Sinks.
     let sink_ix =
@@ -387,11 +468,18 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     let mut workers: Vec<WorkerPlan> =
         dp.workers.iter().map(|w| WorkerPlan { core: w.core.as_ref().map(|c| c.value), ports: Vec::new() }).collect();
     let n = workers.len();
-    for (i, &(a, b)) in links.pairs().iter().enumerate() {
-        workers[i % n].ports.extend([a, b]);
+    let mut unit = 0;
+    for &(a, b) in links.pairs().iter() {
+        workers[unit % n].ports.extend([a, b]);
+        unit += 1;
+    }
+    for b in &bridges {
+        workers[unit % n].ports.extend(&b.ports);
+        unit += 1;
     }
     for p in 0..ports.len() as PortId {
-        if links.peer(p).is_none() && !tool_ports.contains(&p) {
+        let bridged = bridges.iter().any(|b| b.ports.contains(&p));
+        if links.peer(p).is_none() && !bridged && !tool_ports.contains(&p) {
             if let Some(w) = workers.iter_mut().min_by_key(|w| w.ports.len()) {
                 w.ports.push(p);
             }
@@ -406,6 +494,8 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     Ok(Plan {
         ports,
         links,
+        bridges,
+        forwarding,
         sinks,
         tool_ports,
         chains,
@@ -737,9 +827,10 @@ fn compile_sink(
         SinkKind::Port => {
             let p = s.port.as_ref().ok_or_else(|| need("port"))?;
             let port = lookup(port_ix, p, f("port"), file, "port")?;
-            if let Some(l) = linked.get(&port) {
+            if let Some(&l) = linked.get(&port) {
+                let place = if l == usize::MAX { "a bridge".to_string() } else { format!("links[{l}]") };
                 return Err(Pos::of(p, f("port"))
-                    .error(file, format!("port `{}` is in links[{l}]; a tool port carries copies only", p.value)));
+                    .error(file, format!("port `{}` is in {place}; a tool port carries copies only", p.value)));
             }
             if let Some(v) = &s.vlan {
                 if v.value > 4095 {

@@ -71,6 +71,9 @@ pub struct Config {
     /// Bump-in-the-wire port pairs: what enters one leaves by the other.
     #[serde(default, deserialize_with = "seq_or_null")]
     pub links: Vec<Spanned<Vec<Spanned<String>>>>,
+    /// MAC-learning bridges over several ports.
+    #[serde(default, deserialize_with = "seq_or_null")]
+    pub bridges: Vec<BridgeCfg>,
     /// Where copies go.
     #[serde(default, deserialize_with = "seq_or_null")]
     pub sinks: Vec<SinkCfg>,
@@ -184,6 +187,12 @@ pub struct PortCfg {
     pub rx: Option<Spanned<PathBuf>>,
     /// `pcap`: capture file the port's output is written to (`.pcapng` or `.pcap`).
     pub tx: Option<Spanned<PathBuf>>,
+    /// `af_packet`: the Linux interface (a VM's tap or veth host end).
+    pub interface: Option<Spanned<String>>,
+    /// `af_packet`: receive frames for any MAC (default true).
+    pub promiscuous: Option<bool>,
+    /// `af_packet`: transmit straight to the driver, bypassing the qdisc (default true).
+    pub qdisc_bypass: Option<bool>,
 }
 
 /// Port backends that can be configured.
@@ -192,6 +201,21 @@ pub struct PortCfg {
 pub enum PortKind {
     /// A capture file in, a capture file out.
     Pcap,
+    /// A Linux interface through PACKET_MMAP rings, busy polled.
+    AfPacket,
+}
+
+/// A MAC-learning bridge: frames go to the port their destination MAC was
+/// learned on, unknown and broadcast destinations are flooded.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeCfg {
+    /// Name (for logs and counters).
+    pub name: Spanned<String>,
+    /// Its ports (at least two; a port is in one link or one bridge).
+    pub ports: Spanned<Vec<Spanned<String>>>,
+    /// Seconds a learned MAC is kept without traffic (default 300).
+    pub ageing_seconds: Option<Spanned<f64>>,
 }
 
 /// One sink. Which fields apply depends on `type`; the others are refused.
@@ -553,6 +577,7 @@ impl fmt::Display for PortKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PortKind::Pcap => f.write_str("pcap"),
+            PortKind::AfPacket => f.write_str("af_packet"),
         }
     }
 }

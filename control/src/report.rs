@@ -82,6 +82,9 @@ pub struct Snapshot {
     pub sinks: Vec<SinkSnap>,
     /// Times a copy found the copy-buffer pool empty.
     pub copy_pool_empty: u64,
+    /// MAC-learning bridge counters (all bridges, all workers): learned,
+    /// moved, aged, table full, flooded, flood copies, flood copies lost.
+    pub bridge: [u64; 7],
 }
 
 impl Snapshot {
@@ -156,6 +159,21 @@ impl Snapshot {
             })
             .collect();
         s.copy_pool_empty = sh.copy_pool.empty_count();
+        for w in &sh.workers {
+            let b = &w.bridge;
+            let v = [
+                b.learned.get(),
+                b.moved.get(),
+                b.aged.get(),
+                b.table_full.get(),
+                b.flooded.get(),
+                b.flood_copies.get(),
+                b.flood_no_buffer.get() + b.flood_too_big.get(),
+            ];
+            for (acc, x) in s.bridge.iter_mut().zip(v) {
+                *acc += x;
+            }
+        }
         s
     }
 
@@ -252,6 +270,14 @@ impl Snapshot {
             self.dropped(),
             if self.drops.is_empty() { String::new() } else { format!(" ({})", list(&self.drops)) },
         );
+        if self.bridge.iter().any(|&x| x > 0) {
+            let b = &self.bridge;
+            let _ = writeln!(
+                o,
+                "bridge: learned {} moved {} aged {} table-full {} flooded {} flood-copies {} flood-copies-lost {}",
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6]
+            );
+        }
         let _ = writeln!(
             o,
             "copies: lost {} (copy pool empty {}); flow cache: hits {} misses {}",

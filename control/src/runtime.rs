@@ -19,6 +19,7 @@ use chains::sink::{Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainStats};
 use dataplane::packet::{Pool, PortId};
+use dataplane::port::af_packet::{AfPacketConfig, AfPacketPort};
 use dataplane::port::pcap::PcapPort;
 use dataplane::port::Port;
 use dataplane::publish::RuleTable;
@@ -33,6 +34,8 @@ use std::time::{Duration, Instant};
 pub const MAX_FRAME: usize = 9216;
 /// Receive buffers per capture-file port.
 const PCAP_RX_BUFFERS: usize = 1024;
+/// Receive buffers per Linux-interface port (frames wait in the kernel's ring, not here).
+const AF_PACKET_RX_BUFFERS: usize = 1024;
 /// Buffers a tool-port sink builds VLAN-tagged copies in.
 const TOOL_PORT_BUFFERS: usize = 256;
 
@@ -97,6 +100,16 @@ impl Shared {
 
 fn open_port(p: &PortPlan, id: PortId, rx: Option<&Path>, tx: Option<&Path>) -> Result<Box<dyn Port>, RuntimeError> {
     match p.kind {
+        PortKind::AfPacket => {
+            let iface = p.interface.as_deref().unwrap_or_default();
+            let mut cfg = AfPacketConfig::new(iface);
+            cfg.promiscuous = p.promiscuous;
+            cfg.qdisc_bypass = p.qdisc_bypass;
+            let pool = Pool::new(AF_PACKET_RX_BUFFERS, MAX_FRAME);
+            let port = AfPacketPort::open(&p.name, id, &cfg, pool)
+                .map_err(|e| RuntimeError::Port { port: p.name.clone(), message: e.to_string() })?;
+            Ok(Box::new(port))
+        }
         PortKind::Pcap => {
             let pool = Pool::new(PCAP_RX_BUFFERS, MAX_FRAME);
             let port = PcapPort::open(&p.name, id, rx, tx, pool)
@@ -284,7 +297,7 @@ fn start(
         let chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         chain_stats.push(chains.stats());
         let cfg = WorkerConfig { id: i, ..plan.worker.clone() };
-        let w = Worker::new(cfg, mine, &plan.links, Arc::clone(&table), chains, Arc::clone(&stats))
+        let w = Worker::new(cfg, mine, &plan.forwarding, Arc::clone(&table), chains, Arc::clone(&stats))
             .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?;
         worker_stats.push(stats);
         workers.push(w);
@@ -437,7 +450,9 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
         } else {
             None
         };
-        ports.push(open_port(p, id, rx, tx)?);
+        // Offline: every port is a capture-file port, whatever its configured backend.
+        let offline = PortPlan { kind: PortKind::Pcap, ..p.clone() };
+        ports.push(open_port(&offline, id, rx, tx)?);
     }
     let (running, mut workers) = start(plan, ports, false, args.output.is_some())?;
     let never = AtomicBool::new(false);

@@ -2,8 +2,9 @@
 //!
 //! Every backend implements [`Port`]: burst receive, burst transmit, and its
 //! own counters. Backends live side by side in this module:
-//! [`mem`] (in-process rings for tests and the benchmark harness) and
-//! [`pcap`] (a capture file as input, a capture file as output).
+//! [`mem`] (in-process rings for tests and the benchmark harness),
+//! [`pcap`] (a capture file as input, a capture file as output) and
+//! [`af_packet`] (Linux interfaces through PACKET_MMAP rings, busy polled).
 
 pub mod af_packet;
 pub mod mem;
