@@ -83,12 +83,12 @@ cat "$work/flowsteer.out"
 
 echo
 echo "== what the monitoring tool received on its interface (first 12 of $(tshark -r "$work/tool.pcapng" 2>/dev/null | wc -l))"
-tshark -n -r "$work/tool.pcapng" 2>/dev/null | head -12
+tshark -n -r "$work/tool.pcapng" -c 12 2>/dev/null
 
 echo
 echo "== the pcapng sink, with the rule in each packet's comment (first 6)"
 tshark -n -r "$work/lab.pcapng" -T fields -E separator=' | ' -e frame.number -e frame.interface_name \
-  -e ip.src -e ip.dst -e tcp.srcport -e tcp.dstport -e frame.comment 2>/dev/null | head -6
+  -e ip.src -e ip.dst -e tcp.srcport -e tcp.dstport -e frame.comment -c 6 2>/dev/null
 
 if ((check)); then
   sent=$(awk '{print $NF}' "$work/client.out"); got=$(awk '{print $NF}' "$work/server.out")

@@ -125,6 +125,11 @@ impl Snapshot {
         s.malformed =
             Malformed::ALL.iter().zip(malformed).filter(|(_, n)| *n > 0).map(|(m, n)| (m.name(), n)).collect();
         s.drops = DropReason::ALL.iter().zip(drops).filter(|(_, n)| *n > 0).map(|(r, n)| (r.name(), n)).collect();
+        for (id, c) in &sh.tool_ports {
+            if let Some((_, acc)) = s.ports.get_mut(*id as usize) {
+                *acc = c.snapshot();
+            }
+        }
         s.chains = sh
             .chain_names
             .iter()

@@ -23,7 +23,7 @@ use dataplane::port::af_packet::{AfPacketConfig, AfPacketPort};
 use dataplane::port::pcap::PcapPort;
 use dataplane::port::Port;
 use dataplane::publish::RuleTable;
-use dataplane::stats::WorkerStats;
+use dataplane::stats::{PortCounters, WorkerStats};
 use dataplane::worker::{Worker, WorkerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,6 +89,8 @@ pub struct Shared {
     pub stage_kinds: Vec<Vec<&'static str>>,
     /// The copy-buffer pool.
     pub copy_pool: Arc<Pool>,
+    /// Counters of the tool ports, which sinks own instead of workers.
+    pub tool_ports: Vec<(PortId, Arc<PortCounters>)>,
 }
 
 impl Shared {
@@ -119,8 +121,9 @@ fn open_port(p: &PortPlan, id: PortId, rx: Option<&Path>, tx: Option<&Path>) -> 
     }
 }
 
-/// Each sink's queue and the sink itself, by sink index.
-type OpenSinks = (Vec<Arc<SinkQueue>>, Vec<Box<dyn Sink>>);
+/// Each sink's queue and the sink itself, by sink index, and the counters
+/// of the tool ports the sinks own.
+type OpenSinks = (Vec<Arc<SinkQueue>>, Vec<Box<dyn Sink>>, Vec<(PortId, Arc<PortCounters>)>);
 
 /// Opens every sink; `port` sinks take their tool port out of `slots`.
 /// With `strict`, a sink that cannot be opened is an error; otherwise the
@@ -128,6 +131,7 @@ type OpenSinks = (Vec<Arc<SinkQueue>>, Vec<Box<dyn Sink>>);
 fn open_sinks(plan: &Plan, slots: &mut [Option<Box<dyn Port>>], strict: bool) -> Result<OpenSinks, RuntimeError> {
     let mut queues = Vec::new();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut tool_counters = Vec::new();
     for s in &plan.sinks {
         let queue = Arc::new(SinkQueue::new(&s.name, plan.sink_queue));
         let sink: Box<dyn Sink> = match &s.target {
@@ -136,7 +140,9 @@ fn open_sinks(plan: &Plan, slots: &mut [Option<Box<dyn Port>>], strict: bool) ->
                     sink: s.name.clone(),
                     message: format!("tool port {port} is not available"),
                 })?;
-                Box::new(PortSink::new(&s.name, p, *vlan, Pool::new(TOOL_PORT_BUFFERS, MAX_FRAME)))
+                let counters = Arc::new(PortCounters::default());
+                tool_counters.push((*port, Arc::clone(&counters)));
+                Box::new(PortSink::new(&s.name, p, *vlan, Pool::new(TOOL_PORT_BUFFERS, MAX_FRAME)).with_counters(counters))
             }
             target => {
                 let mut open = reopener(s.name.clone(), target.clone());
@@ -164,7 +170,7 @@ fn open_sinks(plan: &Plan, slots: &mut [Option<Box<dyn Port>>], strict: bool) ->
         queues.push(queue);
         sinks.push(sink);
     }
-    Ok((queues, sinks))
+    Ok((queues, sinks, tool_counters))
 }
 
 /// Where a sink writes, for error messages.
@@ -277,7 +283,7 @@ fn start(
         chains: plan.chains.iter().map(|c| c.name.clone()).collect(),
     });
     let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
-    let (queues, sinks) = open_sinks(plan, &mut slots, strict_sinks)?;
+    let (queues, sinks, tool_ports) = open_sinks(plan, &mut slots, strict_sinks)?;
     let mut sink_threads = Vec::new();
     for (q, s) in queues.iter().zip(sinks) {
         sink_threads.push(
@@ -311,6 +317,7 @@ fn start(
         chain_names: plan.chains.iter().map(|c| c.name.clone()).collect(),
         stage_kinds: plan.chains.iter().map(|c| c.stages.iter().map(StageSpec::kind).collect()).collect(),
         copy_pool,
+        tool_ports,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads };

@@ -232,6 +232,9 @@ fn busy_poll_lab_tcp_transfer_arrives_intact_and_the_tool_sees_exactly_the_steer
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{stdout}"));
     assert_eq!(rows.len() as u64, written, "every copy the sink sent arrived, nothing else:\n{stdout}");
+    let tool_row = stdout.lines().find(|l| l.starts_with("tool ")).unwrap_or_else(|| panic!("{stdout}"));
+    let tool_tx: u64 = tool_row.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert_eq!(tool_tx, written, "the tool port's own counters show what it sent: {tool_row}");
 }
 
 #[test]

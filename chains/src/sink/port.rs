@@ -4,6 +4,7 @@
 use super::{CopyRecord, Names, Sink, SinkError};
 use dataplane::packet::{Packet, Pool};
 use dataplane::port::{Burst, Port};
+use dataplane::stats::PortCounters;
 use std::io;
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ const TAG: usize = 4;
 pub struct PortSink {
     name: String,
     port: Box<dyn Port>,
+    /// Where the tool port's own counters are published (no worker polls it).
+    counters: Option<Arc<PortCounters>>,
     /// The 802.1Q tag pushed on every copy, when configured.
     tag: Option<[u8; TAG]>,
     pool: Arc<Pool>,
@@ -62,7 +65,15 @@ impl PortSink {
             let [v0, v1] = vid.to_be_bytes();
             [t0, t1, v0, v1]
         });
-        PortSink { name: name.to_string(), port, tag, pool, burst: Burst::new() }
+        PortSink {
+            counters: None, name: name.to_string(), port, tag, pool, burst: Burst::new() }
+    }
+
+    /// Publishes the tool port's own counters (rx/tx/drops) into `counters`
+    /// at every flush, since no worker polls the port to do it.
+    pub fn with_counters(mut self, counters: Arc<PortCounters>) -> PortSink {
+        self.counters = Some(counters);
+        self
     }
 
     fn error(&self, message: String) -> SinkError {
@@ -142,7 +153,11 @@ impl Sink for PortSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.transmit()?;
+        let sent = self.transmit();
+        if let Some(c) = &self.counters {
+            c.mirror(&self.port.stats());
+        }
+        sent?;
         self.port.flush().map_err(|source| SinkError::Io { sink: self.name.clone(), source })
     }
 }
