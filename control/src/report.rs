@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub drops: Vec<(&'static str, u64)>,
     /// Per port: name and counters.
     pub ports: Vec<(String, PortStats)>,
+    /// Per port: link state (0 not applicable, 1 up, 2 down).
+    pub port_links: Vec<u64>,
     /// Per rule: name, packets, bytes.
     pub rules: Vec<(String, u64, u64)>,
     /// Per chain.
@@ -107,6 +109,10 @@ impl Snapshot {
             }
             for (acc, c) in drops.iter_mut().zip(w.drops.iter()) {
                 *acc += c.get();
+            }
+            s.port_links.resize(s.ports.len(), 0);
+            for (acc, c) in s.port_links.iter_mut().zip(w.ports.iter()) {
+                *acc = (*acc).max(c.link.get());
             }
             for ((_, acc), c) in s.ports.iter_mut().zip(w.ports.iter()) {
                 let p = c.snapshot();
@@ -230,14 +236,19 @@ impl Snapshot {
         let _ = writeln!(o, "== flowsteer counters ==");
         let _ = writeln!(
             o,
-            "{:<24} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9}",
-            "port", "rx-packets", "rx-bytes", "rx-drop", "tx-packets", "tx-bytes", "tx-drop"
+            "{:<24} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9} {:>5}",
+            "port", "rx-packets", "rx-bytes", "rx-drop", "tx-packets", "tx-bytes", "tx-drop", "link"
         );
-        for (name, p) in &self.ports {
+        for (i, (name, p)) in self.ports.iter().enumerate() {
+            let link = match self.port_links.get(i) {
+                Some(1) => "up",
+                Some(2) => "down",
+                _ => "-",
+            };
             let _ = writeln!(
                 o,
-                "{:<24} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9}",
-                name, p.rx_packets, p.rx_bytes, p.rx_dropped, p.tx_packets, p.tx_bytes, p.tx_dropped
+                "{:<24} {:>12} {:>14} {:>9} {:>12} {:>14} {:>9} {:>5}",
+                name, p.rx_packets, p.rx_bytes, p.rx_dropped, p.tx_packets, p.tx_bytes, p.tx_dropped, link
             );
         }
         let _ = writeln!(o, "{:<24} {:>12} {:>14}", "rule", "packets", "bytes");

@@ -249,6 +249,9 @@ fn busy_poll_lab_survives_an_interface_flap() {
     assert!(Command::new("ip").args(["link", "set", &host, "up"]).status().unwrap().success());
     std::thread::sleep(Duration::from_millis(500));
     assert!(lab.ping("web1", "10.77.0.21"), "traffic resumes after the flap:\n{}", fs.stderr());
-    let (code, _, stderr) = fs.stop("-INT");
+    let (code, stdout, stderr) = fs.stop("-INT");
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("port web1: link down") && stderr.contains("port web1: link up"), "link changes are logged:\n{stderr}");
+    let row = stdout.lines().find(|l| l.starts_with("web1 ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.ends_with(" up"), "the report shows the link state: {row}");
 }

@@ -99,7 +99,14 @@ pub struct PortCounters {
     pub tx_bytes: Counter,
     /// Packets the port could not transmit.
     pub tx_dropped: Counter,
+    /// Link state: 0 not applicable, 1 up, 2 down.
+    pub link: Counter,
 }
+
+/// [`PortCounters::link`] value of a port whose link is up.
+pub const LINK_UP: u64 = 1;
+/// [`PortCounters::link`] value of a port whose link is down.
+pub const LINK_DOWN: u64 = 2;
 
 impl PortCounters {
     /// Copies a port's own counters.

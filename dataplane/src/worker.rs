@@ -20,7 +20,7 @@ use crate::packet::{Packet, Pool, PortId};
 use crate::parser::{parse, Malformed};
 use crate::port::{Burst, Port};
 use crate::publish::RuleTable;
-use crate::stats::{DropReason, WorkerStats};
+use crate::stats::{DropReason, WorkerStats, LINK_DOWN, LINK_UP};
 use crate::BURST;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -375,13 +375,26 @@ impl<C: Chains> Worker<C> {
         transmit(&mut self.tx.out[i], &mut *self.ports[i], &self.stats);
     }
 
-    /// Copies each port's own counters, and the flow cache's, where control can read them.
+    /// Copies each port's own counters and link state, and the flow cache's
+    /// counters, where control can read them; logs link changes.
     fn mirror_port_stats(&self) {
         self.stats.cache_hits.set(self.cache.hits());
         self.stats.cache_misses.set(self.cache.misses());
         for p in &self.ports {
             if let Some(pc) = self.stats.ports.get(p.id() as usize) {
                 pc.mirror(&p.stats());
+                if let Some(up) = p.link_state() {
+                    let now = if up { LINK_UP } else { LINK_DOWN };
+                    let before = pc.link.get();
+                    if before != now {
+                        if up {
+                            log::info!("worker {}: port {}: link up", self.cfg.id, p.name());
+                        } else {
+                            log::warn!("worker {}: port {}: link down", self.cfg.id, p.name());
+                        }
+                        pc.link.set(now);
+                    }
+                }
             }
         }
     }

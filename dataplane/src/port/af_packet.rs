@@ -289,6 +289,10 @@ impl AfPacketPort {
 }
 
 impl Port for AfPacketPort {
+    fn link_state(&self) -> Option<bool> {
+        Some(self.link_up())
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

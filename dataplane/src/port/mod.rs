@@ -63,6 +63,13 @@ pub trait Port: Send {
         Ok(())
     }
 
+    /// Whether the link is up: `Some(up)` for ports with a link (Linux
+    /// interfaces), `None` for those without (rings, capture files). Called
+    /// at housekeeping, never per packet; may cost a system call.
+    fn link_state(&self) -> Option<bool> {
+        None
+    }
+
     /// True when the port will never receive again (a capture file read to
     /// its end). Live ports always return false.
     fn rx_exhausted(&self) -> bool {
