@@ -40,6 +40,8 @@ pub struct PortPlan {
     pub promiscuous: bool,
     /// Bypass the qdisc on transmit (`af_packet`).
     pub qdisc_bypass: bool,
+    /// Shared by every worker through PACKET_FANOUT (`af_packet`).
+    pub fanout: bool,
 }
 
 /// A MAC-learning bridge to build.
@@ -289,6 +291,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
                 }
             }
             PortKind::Pcap => {
+                only("fanout", p.fanout.is_some())?;
                 only("interface", p.interface.is_some())?;
                 only("promiscuous", p.promiscuous.is_some())?;
                 only("qdisc_bypass", p.qdisc_bypass.is_some())?;
@@ -311,6 +314,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             interface: p.interface.as_ref().map(|s| s.value.clone()),
             promiscuous: p.promiscuous.unwrap_or(true),
             qdisc_bypass: p.qdisc_bypass.unwrap_or(true),
+            fanout: p.fanout.unwrap_or(false),
         });
     }
 
@@ -468,14 +472,30 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     let mut workers: Vec<WorkerPlan> =
         dp.workers.iter().map(|w| WorkerPlan { core: w.core.as_ref().map(|c| c.value), ports: Vec::new() }).collect();
     let n = workers.len();
+    // A unit (a link or a bridge) whose ports fan out goes to every worker;
+    // the others go round-robin.
+    let mut units: Vec<Vec<PortId>> = links.pairs().iter().map(|&(a, b)| vec![a, b]).collect();
+    units.extend(bridges.iter().map(|b| b.ports.clone()));
     let mut unit = 0;
-    for &(a, b) in links.pairs().iter() {
-        workers[unit % n].ports.extend([a, b]);
-        unit += 1;
-    }
-    for b in &bridges {
-        workers[unit % n].ports.extend(&b.ports);
-        unit += 1;
+    for ids in &units {
+        let fanned = ids.iter().filter(|&&p| ports[p as usize].fanout).count();
+        if fanned == ids.len() {
+            for w in workers.iter_mut() {
+                w.ports.extend(ids);
+            }
+        } else if fanned > 0 {
+            let names: Vec<&str> = ids.iter().map(|&p| ports[p as usize].name.as_str()).collect();
+            return Err(ConfigError {
+                file: file.into(),
+                line: 0,
+                column: 0,
+                field: "ports".into(),
+                message: format!("ports {} are linked or bridged together: give all of them `fanout: true` or none", names.join(", ")),
+            });
+        } else {
+            workers[unit % n].ports.extend(ids);
+            unit += 1;
+        }
     }
     for p in 0..ports.len() as PortId {
         let bridged = bridges.iter().any(|b| b.ports.contains(&p));

@@ -193,6 +193,10 @@ pub struct PortCfg {
     pub promiscuous: Option<bool>,
     /// `af_packet`: transmit straight to the driver, bypassing the qdisc (default true).
     pub qdisc_bypass: Option<bool>,
+    /// `af_packet`: every worker polls this interface, PACKET_FANOUT spreading
+    /// flows over them by the kernel's symmetric flow hash (both directions of
+    /// a flow on one worker). All ports of a link or bridge must agree.
+    pub fanout: Option<bool>,
 }
 
 /// Port backends that can be configured.

@@ -107,6 +107,8 @@ fn open_port(p: &PortPlan, id: PortId, rx: Option<&Path>, tx: Option<&Path>) -> 
             let mut cfg = AfPacketConfig::new(iface);
             cfg.promiscuous = p.promiscuous;
             cfg.qdisc_bypass = p.qdisc_bypass;
+            // One fanout group per port and process (group ids are per interface, system-wide).
+            cfg.fanout_group = p.fanout.then(|| ((std::process::id() as u16).wrapping_mul(31)).wrapping_add(id));
             let pool = Pool::new(AF_PACKET_RX_BUFFERS, MAX_FRAME);
             let port = AfPacketPort::open(&p.name, id, &cfg, pool)
                 .map_err(|e| RuntimeError::Port { port: p.name.clone(), message: e.to_string() })?;
@@ -274,6 +276,7 @@ pub struct Running {
 fn start(
     plan: &Plan,
     ports: Vec<Box<dyn Port>>,
+    mut extra: Vec<Box<dyn Port>>,
     spawn_threads: bool,
     strict_sinks: bool,
 ) -> Result<(Running, Vec<Worker<ChainSet>>), RuntimeError> {
@@ -298,7 +301,16 @@ fn start(
     let mut chain_stats = Vec::new();
     for (i, wp) in plan.workers.iter().enumerate() {
         let mine: Vec<Box<dyn Port>> =
-            wp.ports.iter().filter_map(|&p| slots.get_mut(p as usize).and_then(Option::take)).collect();
+            wp.ports
+                .iter()
+                .filter_map(|&p| {
+                    // The port itself, or for a fanned-out port the next worker's own instance of it.
+                    slots.get_mut(p as usize).and_then(Option::take).or_else(|| {
+                        let k = extra.iter().position(|x| x.id() == p)?;
+                        Some(extra.swap_remove(k))
+                    })
+                })
+                .collect();
         let stats = Arc::new(WorkerStats::new(plan.ports.len(), plan.rules.len()));
         let chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         chain_stats.push(chains.stats());
@@ -370,10 +382,17 @@ impl Running {
 /// summary every `plan.stats_interval`. Returns the final counters.
 pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
     let mut ports = Vec::new();
+    let mut extra = Vec::new();
     for (i, p) in plan.ports.iter().enumerate() {
         ports.push(open_port(p, i as PortId, p.rx.as_deref(), p.tx.as_deref())?);
+        if p.fanout {
+            // Every further worker polls an instance of its own in the same fanout group.
+            for _ in 1..plan.workers.len() {
+                extra.push(open_port(p, i as PortId, None, None)?);
+            }
+        }
     }
-    let (running, _) = start(plan, ports, true, false)?;
+    let (running, _) = start(plan, ports, extra, true, false)?;
     let mut last = running.shared.snapshot();
     let mut last_t = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -458,10 +477,10 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
             None
         };
         // Offline: every port is a capture-file port, whatever its configured backend.
-        let offline = PortPlan { kind: PortKind::Pcap, ..p.clone() };
+        let offline = PortPlan { kind: PortKind::Pcap, fanout: false, ..p.clone() };
         ports.push(open_port(&offline, id, rx, tx)?);
     }
-    let (running, mut workers) = start(plan, ports, false, args.output.is_some())?;
+    let (running, mut workers) = start(plan, ports, Vec::new(), false, args.output.is_some())?;
     let never = AtomicBool::new(false);
     for w in &mut workers {
         w.run_to_end(&never);
