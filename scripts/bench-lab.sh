@@ -9,20 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
 
-scripts/deps.sh lab
-cargo build --release --quiet -p control
-bin=$PWD/target/release/flowsteer
-export LAB=fsbench
-work=$(mktemp -d /tmp/flowsteer-benchlab.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  scripts/lab.sh down >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-scripts/lab.sh down >/dev/null 2>&1 || true
-scripts/lab.sh up >/dev/null
+LAB=fsbench
+source scripts/lab-session.sh
 
 ip netns exec "$LAB-db1" iperf3 -s -B 10.77.0.21 -1 -D --logfile "$work/s1.log"
 # iperf3 on port 5201 is not steered by examples/lab.yaml; steer it too for the "copied" figure.
@@ -37,14 +25,13 @@ measure "linux-bridge"
 scripts/lab.sh linux-bridge off
 
 for mode in fast-path steered-and-copied; do
-  sed -e "s/interface: fs-/interface: $LAB-/" -e "s|/tmp/flowsteer-lab.pcapng|$work/lab.pcapng|" -e "s/stats_interval: 2/stats_interval: 0/" examples/lab.yaml >"$work/lab.yaml"
+  lab_config "$work/lab.yaml" -e "s/stats_interval: 2/stats_interval: 0/"
   if [[ $mode == steered-and-copied ]]; then
     # Steer the iperf3 flow (port 5201) through the copy chain as well.
     sed -i 's/dst_port: 5432 }/dst_port: "5201-5432" }/' "$work/lab.yaml"
   fi
-  "$bin" -v run -c "$work/lab.yaml" >"$work/fs-$mode.out" 2>"$work/fs-$mode.err" &
-  fs=$!; pids+=("$fs")
-  for _ in $(seq 100); do grep -q polling "$work/fs-$mode.err" && break; sleep 0.1; done
+  start_flowsteer "$work/lab.yaml" "fs-$mode"
+  fs=$fs_pid
   ip netns exec "$LAB-db1" iperf3 -s -B 10.77.0.21 -1 -D --logfile "$work/s-$mode.log"
   measure "flowsteer ($mode)"
   kill -INT "$fs"; wait "$fs" || true

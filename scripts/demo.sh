@@ -17,32 +17,12 @@ cd "$(dirname "$0")/.."
 check=0
 [[ "${1:-}" == "--check" ]] && check=1
 
-scripts/deps.sh lab
-echo "== building flowsteer (release)"
-cargo build --release --quiet -p control
-bin=$PWD/target/release/flowsteer
-
-export LAB=fsdemo
-work=$(mktemp -d /tmp/flowsteer-demo.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  scripts/lab.sh down >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-echo "== lab up (namespaces $LAB-web1 $LAB-web2 $LAB-db1 $LAB-tool)"
-scripts/lab.sh down >/dev/null 2>&1 || true
-scripts/lab.sh up
-sed -e "s/interface: fs-/interface: $LAB-/" -e "s|/tmp/flowsteer-lab.pcapng|$work/lab.pcapng|" examples/lab.yaml >"$work/lab.yaml"
-ncores=$(nproc)
-((ncores < 2)) && sed -i 's/    - core: 1/    - {}/' "$work/lab.yaml"
+LAB=fsdemo
+source scripts/lab-session.sh
+lab_config "$work/lab.yaml"
 
 echo "== flowsteer run -c examples/lab.yaml"
-"$bin" -v run -c "$work/lab.yaml" >"$work/flowsteer.out" 2>"$work/flowsteer.err" &
-pids+=($!); fs_pid=$!
-for _ in $(seq 100); do grep -q polling "$work/flowsteer.err" && break; sleep 0.1; done
+start_flowsteer "$work/lab.yaml" flowsteer
 
 ip netns exec "$LAB-tool" tshark -n -i eth0 -w "$work/tool.pcapng" >/dev/null 2>"$work/tshark.err" &
 pids+=($!); tshark_pid=$!
