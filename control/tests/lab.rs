@@ -291,3 +291,47 @@ fn busy_poll_lab_two_workers_with_fanout_carry_many_parallel_flows() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("dropped 0"), "{stdout}");
 }
+
+/// VM trunk traffic keeps its 802.1Q tag through AF_PACKET ports (the kernel
+/// hands the tag over separately; flowsteer puts it back), and `vlan:` rules
+/// match it: db1 receives the tagged frames and the tool the tagged copies.
+#[test]
+fn busy_poll_lab_vlan_tags_survive_and_vlan_rules_match() {
+    assert!(Path::new(TSHARK).exists(), "tshark is required: apt-get install tshark");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lab = Lab::up();
+    let cfg = lab.config(d);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("rules:\n", "rules:\n  - name: vlan-100\n    priority: 200\n    match: { vlan: 100 }\n    chain: inspect\n");
+    std::fs::write(&cfg, text).unwrap();
+    let fs = start_flowsteer(&cfg, d);
+    let capture = |vm: &str, file: &Path, tag: &str| {
+        let mut cap = Command::new("ip");
+        cap.args(["netns", "exec", &lab.ns(vm), TSHARK, "-n", "-i", "eth0", "-f", "vlan", "-w"]).arg(file);
+        let t = Bg::spawn(&mut cap, d, tag);
+        t.wait_for_stderr("Capturing on", Duration::from_secs(10));
+        t
+    };
+    let (tool_pcap, db_pcap) = (d.join("tool.pcapng"), d.join("db1.pcapng"));
+    let tool = capture("tool", &tool_pcap, "tshark-tool");
+    let db = capture("db1", &db_pcap, "tshark-db1");
+    std::thread::sleep(Duration::from_millis(700));
+    // Five 802.1Q frames (VLAN 100, EtherType 0x88b5) from web1 to db1's MAC, sent raw.
+    let send = "import socket\ns=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0))\nf=bytes.fromhex('02000a4d0015' '02000a4d000b' '81000064' '88b5') + bytes(46)\n[s.send(f) for _ in range(5)]";
+    let (ok, _, err) = lab.exec("web1", &[PYTHON, "-c", send]);
+    assert!(ok, "{err}");
+    std::thread::sleep(Duration::from_millis(700));
+    tool.stop("-INT");
+    db.stop("-INT");
+    let (code, stdout, stderr) = fs.stop("-INT");
+    assert_eq!(code, Some(0), "{stderr}");
+    let vlans = |f: &Path| {
+        let out = Command::new(TSHARK).args(["-n", "-r"]).arg(f).args(["-T", "fields", "-e", "vlan.id", "-e", "vlan.etype"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let want = vec!["100\t0x88b5".to_string(); 5];
+    assert_eq!(vlans(&db_pcap), want, "db1 receives the frames with their tag:\n{stdout}");
+    assert_eq!(vlans(&tool_pcap), want, "the vlan rule matched and the copies keep the tag:\n{stdout}");
+}

@@ -104,6 +104,17 @@ impl Packet {
         n + m
     }
 
+    /// Appends `bytes`, truncated to the room left in the buffer. Returns the
+    /// number of bytes appended.
+    #[inline]
+    pub fn extend_from(&mut self, bytes: &[u8]) -> usize {
+        let at = self.len as usize;
+        let m = bytes.len().min(self.buf.len() - at);
+        self.buf[at..at + m].copy_from_slice(&bytes[..m]);
+        self.len = (at + m) as u32;
+        m
+    }
+
     /// Shortens the packet to `len` bytes (no-op when already shorter).
     #[inline]
     pub fn truncate(&mut self, len: usize) {

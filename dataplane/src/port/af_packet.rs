@@ -320,17 +320,30 @@ impl Port for AfPacketPort {
                 continue;
             };
             let (len, next) = (frame.len as usize, frame.next_offset);
+            // The kernel strips the VLAN tag into the header: it goes back in on receive.
+            let tag_len = if frame.vlan.is_some() { 4 } else { 0 };
             if frame.pkttype != libc::PACKET_OUTGOING {
-                if frame.data.len() < len || len > self.max_len {
+                if frame.data.len() < len || len + tag_len > self.max_len || frame.data.len() < 12 {
                     self.oversize += 1;
                     self.stats.rx_dropped += 1;
                 } else {
                     // Pool empty: leave the frame in the ring for the next poll.
                     let Some(mut pkt) = self.pool.alloc() else { break };
-                    pkt.fill_from(frame.data);
+                    match frame.vlan {
+                        None => {
+                            pkt.fill_from(frame.data);
+                        }
+                        Some((tpid, tci)) => {
+                            let [t0, t1] = tpid.to_be_bytes();
+                            let [c0, c1] = tci.to_be_bytes();
+                            let (macs, rest) = frame.data.split_at(12);
+                            pkt.fill_from2(macs, &[t0, t1, c0, c1]);
+                            pkt.extend_from(rest);
+                        }
+                    }
                     pkt.meta.port = self.id;
                     pkt.meta.ts_ns = u64::from(frame.sec) * NS_PER_SEC + u64::from(frame.nsec);
-                    self.stats.rx_bytes += len as u64;
+                    self.stats.rx_bytes += (len + tag_len) as u64;
                     burst.push(pkt);
                     n += 1;
                 }
@@ -338,8 +351,13 @@ impl Port for AfPacketPort {
             self.left -= 1;
             if self.left == 0 {
                 self.next_block();
+            } else if let Some(off) = self.off.checked_add(next).filter(|_| next != 0) {
+                self.off = off;
             } else {
-                self.off += next;
+                // A corrupt header (no next frame although more are announced): drop the rest.
+                self.stats.rx_dropped += u64::from(self.left);
+                self.left = 0;
+                self.next_block();
             }
         }
         self.stats.rx_packets += n as u64;

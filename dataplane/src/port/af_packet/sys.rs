@@ -162,6 +162,9 @@ pub(super) struct RxFrame<'a> {
     pub len: u32,
     /// `sll_pkttype` (`PACKET_HOST`, `PACKET_OUTGOING`, ...).
     pub pkttype: u8,
+    /// The 802.1Q/802.1ad tag the kernel took out of the frame (VLAN
+    /// acceleration), as (TPID, TCI): it must be put back.
+    pub vlan: Option<(u16, u16)>,
     /// The captured bytes (`tp_snaplen` of them).
     pub data: &'a [u8],
 }
@@ -275,6 +278,10 @@ impl RxRing {
             nsec: h.tp_nsec,
             len: h.tp_len,
             pkttype: sll.sll_pkttype,
+            vlan: (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+                let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { 0x8100 };
+                (tpid, h.hv1.tp_vlan_tci as u16)
+            }),
             data,
         })
     }
