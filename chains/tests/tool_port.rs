@@ -1,6 +1,7 @@
 //! The tool-port sink: copies leave through a dataplane port byte for byte,
 //! or with an 802.1Q tag pushed after the MACs; a full TX ring and an empty
-//! pool are errors the sink thread counts; tshark decodes the VLAN of copies
+//! pool lose the copies concerned (counted) without marking the sink down;
+//! tshark decodes the VLAN of copies
 //! sent out of a capture-file port.
 
 use chains::sink::port::PortSink;
@@ -82,7 +83,7 @@ fn the_vlan_tag_goes_after_the_macs_and_nothing_else_changes() {
 }
 
 #[test]
-fn a_full_tx_ring_is_counted_as_errors_and_marks_the_sink_down() {
+fn a_full_tx_ring_loses_only_what_did_not_fit_and_the_sink_stays_up() {
     // The tool never reads: its ring holds 4 frames.
     let (port, peer) = MemPort::new("ids", 4, 4);
     let pool = Pool::new(64, 2048);
@@ -93,33 +94,40 @@ fn a_full_tx_ring_is_counted_as_errors_and_marks_the_sink_down() {
         q.push(copy(i, 60)).unwrap();
     }
     assert!(wait_until(Duration::from_secs(2), || q.errors() > 0), "the dropped copies are counted");
-    assert!(!q.is_up() || q.errors() > 0);
+    assert!(q.is_up(), "a congested tool port is not a broken one: fail-closed chains keep flowing");
     thread.stop();
-    assert_eq!(q.written() + q.errors() + q.lost_down(), 10, "every copy accounted for");
     let mut delivered = 0;
     while peer.recv().is_some() {
         delivered += 1;
     }
     assert_eq!(delivered, 4, "the ring took what it could");
-    assert!(q.errors() >= 6, "at least the 6 dropped copies count as errors: {}", q.errors());
+    assert_eq!((q.written(), q.errors(), q.lost_down()), (4, 6, 0), "written = delivered, errors = dropped");
 }
 
 #[test]
-fn an_empty_pool_or_a_copy_too_big_fails_that_copy() {
+fn an_empty_pool_or_a_copy_too_big_loses_that_copy_and_the_sink_stays_up() {
     let (port, peer) = MemPort::new("ids", 4, 64);
     let pool = Pool::new(2, 128);
     let mut sink = PortSink::new("ids", Box::new(port), Some(1), Arc::clone(&pool));
     let names = Names::default();
-    let err = sink.write(&copy(0, 125), &names).unwrap_err().to_string();
-    assert!(err.starts_with("ids: ") && err.contains("once tagged"), "{err}");
+    // Too big once tagged: that copy is lost, counted, not an error of the sink.
+    sink.write(&copy(0, 125), &names).unwrap();
+    assert_eq!(sink.take_lost(), 1);
     sink.write(&copy(0, 124), &names).unwrap();
     sink.write(&copy(1, 60), &names).unwrap();
-    let err = sink.write(&copy(2, 60), &names).unwrap_err().to_string();
-    assert!(err.contains("no buffer"), "{err}");
+    // No buffer left: likewise.
+    sink.write(&copy(2, 60), &names).unwrap();
+    assert_eq!(sink.take_lost(), 1);
     sink.flush().unwrap();
+    assert_eq!(sink.take_lost(), 0);
     // The tool reads its frames: their buffers return to the pool.
-    while peer.recv().is_some() {}
+    let mut got = 0;
+    while peer.recv().is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 2);
     sink.write(&copy(3, 60), &names).unwrap();
+    assert_eq!(sink.take_lost(), 0);
 }
 
 #[test]

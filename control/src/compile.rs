@@ -530,7 +530,25 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
                 MalformedCfg::Drop => MalformedPolicy::Drop,
             },
         },
-        copy_buffers: dp.copy_buffers.value as usize,
+        copy_buffers: {
+            // Every sink may hold a full queue of copies, and one stuck sink must not starve the
+            // others of buffers: by default there are enough for all queues full plus room to spare.
+            let needed = cfg.sinks.len() * dp.sink_queue.value as usize + 1024;
+            if dp.copy_buffers.referenced.line() == 0 {
+                needed.max(dp.copy_buffers.value as usize)
+            } else {
+                if (dp.copy_buffers.value as usize) < needed {
+                    log::warn!(
+                        "{file}:{}: copy_buffers {} is less than {needed} ({} sinks x sink_queue {} + 1024): a stuck sink can starve the others of copy buffers",
+                        dp.copy_buffers.referenced.line(),
+                        dp.copy_buffers.value,
+                        cfg.sinks.len(),
+                        dp.sink_queue.value
+                    );
+                }
+                dp.copy_buffers.value as usize
+            }
+        },
         sink_queue: dp.sink_queue.value as usize,
         stats_interval: (dp.stats_interval.value > 0.0).then(|| Duration::from_secs_f64(dp.stats_interval.value)),
     })

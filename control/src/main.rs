@@ -107,7 +107,10 @@ fn main() -> ExitCode {
             }
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+                // A second signal while draining exits at once (status 1), as a stuck sink
+                // must never make the process unkillable short of SIGKILL.
+                let second = signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop));
+                if let Err(e) = second.and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop))) {
                     eprintln!("flowsteer: cannot install the handler for signal {sig}: {e}");
                     return ExitCode::FAILURE;
                 }

@@ -397,6 +397,13 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
     let mut last_t = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if let Some(i) = running.threads.iter().position(|h| h.is_finished()) {
+            // A worker only returns when told to stop: this one died and its ports stopped forwarding.
+            // Exit with an error so the service manager (and the guard's bypass) can take over.
+            let snap = running.stop();
+            print!("{}", snap.report());
+            return Err(RuntimeError::Worker { worker: i, message: "stopped unexpectedly (panicked); its ports no longer forward".into() });
+        }
         if let Some(iv) = plan.stats_interval {
             if last_t.elapsed() >= iv {
                 let now = running.shared.snapshot();

@@ -96,4 +96,12 @@ pub trait Sink: Send {
     /// Pushes buffered copies to their destination (called when the queue
     /// runs empty and at shutdown).
     fn flush(&mut self) -> Result<(), SinkError>;
+
+    /// Copies the sink dropped itself since the last call while staying
+    /// healthy (a tool port's TX ring momentarily full, a copy too big for
+    /// it): counted as lost, without marking the sink down. Called after
+    /// each successful flush.
+    fn take_lost(&mut self) -> u64 {
+        0
+    }
 }

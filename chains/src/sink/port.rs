@@ -44,6 +44,8 @@ pub struct PortSink {
     port: Box<dyn Port>,
     /// Where the tool port's own counters are published (no worker polls it).
     counters: Option<Arc<PortCounters>>,
+    /// Copies dropped since the last [`Sink::take_lost`] (ring full, too big, no buffer).
+    lost: u64,
     /// The 802.1Q tag pushed on every copy, when configured.
     tag: Option<[u8; TAG]>,
     pool: Arc<Pool>,
@@ -65,8 +67,7 @@ impl PortSink {
             let [v0, v1] = vid.to_be_bytes();
             [t0, t1, v0, v1]
         });
-        PortSink {
-            counters: None, name: name.to_string(), port, tag, pool, burst: Burst::new() }
+        PortSink { counters: None, lost: 0, name: name.to_string(), port, tag, pool, burst: Burst::new() }
     }
 
     /// Publishes the tool port's own counters (rx/tx/drops) into `counters`
@@ -128,11 +129,17 @@ impl PortSink {
         // A port leaves the burst empty, but never let a stale copy go twice.
         self.burst.clear();
         if sent < given {
-            return Err(self.error(format!(
-                "tool port {}: transmitted {sent} of {given} copies, {} dropped (TX ring full or port down)",
-                self.port.name(),
-                given - sent
-            )));
+            if self.port.link_state() == Some(false) {
+                // The tool's link is down: the sink is down (fail-closed chains stop) until it returns.
+                self.lost += (given - sent) as u64;
+                return Err(self.error(format!(
+                    "tool port {}: link down, {} copies dropped",
+                    self.port.name(),
+                    given - sent
+                )));
+            }
+            // A momentarily full TX ring: those copies are lost and counted, the sink stays up.
+            self.lost += (given - sent) as u64;
         }
         Ok(())
     }
@@ -144,12 +151,24 @@ impl Sink for PortSink {
     }
 
     fn write(&mut self, rec: &CopyRecord, _names: &Names) -> Result<(), SinkError> {
-        let pkt = self.frame(rec)?;
+        let pkt = match self.frame(rec) {
+            Ok(pkt) => pkt,
+            Err(e) => {
+                // One copy that cannot go (too big once tagged, no buffer): lost, the port is fine.
+                log::debug!("{e}");
+                self.lost += 1;
+                return Ok(());
+            }
+        };
         self.burst.push(pkt);
         if self.burst.is_full() {
             self.transmit()?;
         }
         Ok(())
+    }
+
+    fn take_lost(&mut self) -> u64 {
+        std::mem::take(&mut self.lost)
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {

@@ -90,6 +90,8 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
                 continue;
             }
             if let Err(e) = sink.write(&rec, names) {
+                // Everything not yet flushed is lost, including what the sink already counted.
+                let _ = sink.take_lost();
                 q.count_errors(1 + pending);
                 pending = 0;
                 if retry_at.is_none() {
@@ -103,7 +105,9 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
         if pending > 0 && (did == 0 || pending >= FLUSH_EVERY) {
             match sink.flush() {
                 Ok(()) => {
-                    q.count_written(pending);
+                    let lost = sink.take_lost().min(pending);
+                    q.count_written(pending - lost);
+                    q.count_errors(lost);
                     if retry_at.take().is_some() {
                         log::info!("sink {}: recovered, copying again", sink.name());
                         q.set_up(true);
@@ -111,6 +115,7 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
                     }
                 }
                 Err(e) => {
+                    let _ = sink.take_lost();
                     q.count_errors(pending);
                     if retry_at.is_none() {
                         log::warn!("sink {}: flush failed, marked down, {pending} copies lost: {e}", sink.name());
