@@ -255,9 +255,30 @@ impl Match {
     /// behind the equal-priority check, exact (not a heuristic) under the
     /// field semantics of [`Match::matches`].
     pub fn overlaps(&self, other: &Match) -> bool {
+        if !self.layer3().compatible(other.layer3()) {
+            return false;
+        }
         match (Shape::of(self), Shape::of(other)) {
             (Some(a), Some(b)) => a.meets(&b),
             _ => false,
+        }
+    }
+
+    /// What the match says about the EtherType of the packets it can match:
+    /// the field itself, or what its IP fields imply (an IPv4 network only in
+    /// IPv4, an IPv6 network only in IPv6, any protocol only in IP). Keys
+    /// carry the EtherType after VLAN tags, so these agree. (A protocol number
+    /// alone says nothing about the version: ICMP inside IPv6 can be sent.)
+    fn layer3(&self) -> Layer3 {
+        if let Some(e) = self.ethertype {
+            return Layer3::Exact(e);
+        }
+        let net = self.src_ip.or(self.dst_ip);
+        match (net, self.proto) {
+            (Some(IpNet::V4(_)), _) => Layer3::Exact(0x0800),
+            (Some(IpNet::V6(_)), _) => Layer3::Exact(0x86dd),
+            (None, Some(_)) => Layer3::AnyIp,
+            (None, None) => Layer3::Any,
         }
     }
 
@@ -272,6 +293,25 @@ impl Match {
             Some("its destination port range is empty (lo > hi)")
         } else {
             None
+        }
+    }
+}
+
+/// The EtherTypes a match can see (for the overlap check).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer3 {
+    Any,
+    AnyIp,
+    Exact(u16),
+}
+
+impl Layer3 {
+    fn compatible(self, other: Layer3) -> bool {
+        let ip = |e: u16| e == 0x0800 || e == 0x86dd;
+        match (self, other) {
+            (Layer3::Exact(a), Layer3::Exact(b)) => a == b,
+            (Layer3::Exact(e), Layer3::AnyIp) | (Layer3::AnyIp, Layer3::Exact(e)) => ip(e),
+            _ => true,
         }
     }
 }
