@@ -485,13 +485,11 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             }
         } else if fanned > 0 {
             let names: Vec<&str> = ids.iter().map(|&p| ports[p as usize].name.as_str()).collect();
-            return Err(ConfigError {
-                file: file.into(),
-                line: 0,
-                column: 0,
-                field: "ports".into(),
-                message: format!("ports {} are linked or bridged together: give all of them `fanout: true` or none", names.join(", ")),
-            });
+            let first = ids.iter().find(|&&p| !ports[p as usize].fanout).copied().unwrap_or(ids[0]) as usize;
+            return Err(Pos::of(&cfg.ports[first].name, format!("ports[{first}].fanout")).error(
+                file,
+                format!("ports {} are linked or bridged together: give all of them `fanout: true` or none", names.join(", ")),
+            ));
         } else {
             workers[unit % n].ports.extend(ids);
             unit += 1;

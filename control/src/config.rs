@@ -607,9 +607,24 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
         let (line, column) = e.location().map(|l| (l.line() as u32, l.column() as u32)).unwrap_or((0, 0));
         let plain = e.without_snippet().to_string();
         // The library prefixes its message with the position; ours goes first already.
-        let message = strip_position_prefix(&plain);
+        let mut message = strip_position_prefix(&plain);
+        // "invalid u32" and the like do not say what was found: quote it from the file.
+        if message.starts_with("invalid ") {
+            if let Some(found) = token_at(text, line, column) {
+                message = format!("{message}: found `{found}`");
+            }
+        }
         ConfigError { file: file.to_string(), line, column, field: yaml_path_at(text, line, column), message }
     })
+}
+
+/// The scalar starting at `line`:`column` (1-based), as written.
+fn token_at(text: &str, line: u32, column: u32) -> Option<&str> {
+    let l = text.lines().nth(line.checked_sub(1)? as usize)?;
+    let rest = l.get(column.checked_sub(1)? as usize..)?;
+    let end = rest.find([',', '}', ']', '#']).unwrap_or(rest.len());
+    let tok = rest[..end].trim();
+    (!tok.is_empty()).then_some(tok)
 }
 
 /// The library's message without the position it puts in front
@@ -813,6 +828,7 @@ mod tests {
         assert_eq!((e.line, e.column), (6, 15));
         assert_eq!(e.field, "rules[0].priority");
         assert!(e.to_string().starts_with("c.yaml:6:15: rules[0].priority: "), "{e}");
+        assert!(e.message.ends_with("found `high`"), "{e}");
     }
 
     #[test]

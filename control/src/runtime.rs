@@ -177,11 +177,12 @@ fn open_sinks(plan: &Plan, slots: &mut [Option<Box<dyn Port>>], strict: bool) ->
 
 /// Where a sink writes, for error messages.
 fn describe(t: &SinkTarget) -> String {
+    let from = |r: &Remote| r.source.map(|s| format!(" from {s}")).unwrap_or_default();
     match t {
         SinkTarget::Pcapng { path, .. } => path.display().to_string(),
         SinkTarget::Port { port, .. } => format!("tool port {port}"),
-        SinkTarget::Erspan { remote, .. } | SinkTarget::Gre { remote } => remote.destination.to_string(),
-        SinkTarget::Vxlan { remote, dst_port, .. } => format!("{}:{dst_port}", remote.destination),
+        SinkTarget::Erspan { remote, .. } | SinkTarget::Gre { remote } => format!("{}{}", remote.destination, from(remote)),
+        SinkTarget::Vxlan { remote, dst_port, .. } => format!("{}:{dst_port}{}", remote.destination, from(remote)),
     }
 }
 
@@ -442,6 +443,16 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
             .or(if plan.ports.is_empty() { None } else { Some(0) })
             .ok_or_else(|| RuntimeError::Usage("the configuration has no ports to replay into".into()))?,
     } as PortId;
+    // Never write over the capture being read.
+    let same = |p: &Path| match (std::fs::canonicalize(p), std::fs::canonicalize(&args.input)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    for (flag, p) in [("--output", &args.output), ("--forwarded", &args.forwarded)] {
+        if p.as_deref().is_some_and(same) {
+            return Err(RuntimeError::Usage(format!("{flag} names the input capture {}; it would be overwritten", args.input.display())));
+        }
+    }
     let out_id = plan.links.peer(in_id);
     if args.forwarded.is_some() && out_id.is_none() {
         return Err(RuntimeError::Usage(format!(
@@ -475,13 +486,15 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
     for (i, p) in plan.ports.iter().enumerate() {
         let id = i as PortId;
         let rx = (id == in_id).then_some(args.input.as_path());
-        // Tool ports keep their configured output: that is where their copies go.
+        // Tool ports keep their configured output: that is where their copies go. Every other
+        // port's output is discarded (written to /dev/null, so it counts as sent, not dropped).
+        let discard = Path::new("/dev/null");
         let tx = if Some(id) == out_id {
-            args.forwarded.as_deref()
+            Some(args.forwarded.as_deref().unwrap_or(discard))
         } else if plan.tool_ports.contains(&id) && args.output.is_none() {
             p.tx.as_deref()
         } else {
-            None
+            Some(discard)
         };
         // Offline: every port is a capture-file port, whatever its configured backend.
         let offline = PortPlan { kind: PortKind::Pcap, fanout: false, ..p.clone() };

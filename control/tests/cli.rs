@@ -1432,3 +1432,21 @@ fn check_chain_mistakes_are_located() {
         .replace("      - copy: { to: [ids] }\n", "      - budget: { pps: 0 }\n      - copy: { to: [ids] }\n");
     check_fails(&text, pos_of(&text, "0 }"), "chains[0].stages[0].budget.pps", "zero budget");
 }
+
+/// `replay` never writes over its input, and without `-f` the forwarded
+/// packets are discarded, not reported as dropped.
+#[test]
+fn replay_protects_its_input_and_discards_unwanted_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.pcapng");
+    std::fs::copy(sample(), &input).unwrap();
+    for flag in ["-f", "-o"] {
+        let out = flowsteer(&[&"replay", &"-c", &demo(), &"-i", &input, &flag, &input]);
+        out.assert_code(1);
+        assert!(out.stderr.contains("would be overwritten"), "{}", out.stderr);
+    }
+    assert_eq!(std::fs::read(&input).unwrap(), std::fs::read(sample()).unwrap(), "the input is untouched");
+    let out = flowsteer(&[&"replay", &"-c", &demo(), &"-i", &input, &"-o", &dir.path().join("c.pcapng")]);
+    out.assert_code(0);
+    assert!(total_line(&out.stdout).starts_with("total: rx 34 tx 34 ") && total_line(&out.stdout).ends_with("dropped 0"), "{}", out.stdout);
+}
