@@ -12,7 +12,12 @@ use std::sync::Arc;
 /// flowsteer: a poll-mode dataplane that steers selected VM-to-VM flows
 /// through capture-and-copy chains and forwards every original untouched.
 #[derive(Parser)]
-#[command(name = "flowsteer", version, about, long_about = None)]
+#[command(
+    name = "flowsteer",
+    version,
+    about = "A poll-mode dataplane that steers selected VM-to-VM flows through capture-and-copy chains and forwards every original untouched",
+    long_about = None
+)]
 struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
