@@ -29,7 +29,7 @@
 //! way of its set.
 
 use crate::classifier::RuleId;
-use crate::flow::{FlowKey, MacAddr, NO_VLAN, NO_VNI};
+use crate::flow::{FlowKey, NO_VLAN, NO_VNI};
 
 /// Bits of a stored rule id; the all-ones value means "no rule matched".
 const RULE_BITS: u32 = 20;
@@ -54,12 +54,6 @@ struct Slot {
 
 const EMPTY: Slot = Slot { words: [0; 8] };
 
-#[inline(always)]
-fn mac48(m: MacAddr) -> u64 {
-    let [a, b, c, d, e, f] = m.0;
-    u64::from_be_bytes([0, 0, a, b, c, d, e, f])
-}
-
 /// A VLAN field in 13 bits: the 12-bit id, or 0x1fff for [`NO_VLAN`].
 #[inline(always)]
 fn vlan13(v: u16) -> Option<u64> {
@@ -78,8 +72,6 @@ fn vlan13(v: u16) -> Option<u64> {
 /// epoch(13)|outer_vlan(13)|inner_vlan(13)|vni(25)]`.
 #[inline(always)]
 fn pack(key: &FlowKey) -> Option<[u64; 8]> {
-    let s = u128::from_be_bytes(key.src_ip);
-    let d = u128::from_be_bytes(key.dst_ip);
     let version: u64 = match key.ip_version {
         0 => 0,
         4 => 1,
@@ -94,13 +86,14 @@ fn pack(key: &FlowKey) -> Option<[u64; 8]> {
         v if v < 1 << 24 => u64::from(v),
         _ => return None,
     };
+    let [w0, w1, w2, w3, w4, w5] = key.address_words();
     Some([
-        (s >> 64) as u64,
-        s as u64,
-        (d >> 64) as u64,
-        d as u64,
-        mac48(key.src_mac) << 16 | u64::from(key.in_port),
-        mac48(key.dst_mac) << 16 | u64::from(key.ethertype),
+        w0,
+        w1,
+        w2,
+        w3,
+        w4,
+        w5,
         u64::from(key.src_port) << 28
             | u64::from(key.dst_port) << 12
             | u64::from(key.proto) << 4

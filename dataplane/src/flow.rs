@@ -154,6 +154,26 @@ pub fn ip_to_key_bytes(ip: IpAddr) -> [u8; 16] {
 }
 
 impl FlowKey {
+    /// Addresses, MACs, ingress port and EtherType packed into six words, the
+    /// same way for the classifier's masked keys and the flow cache's slots.
+    #[inline]
+    pub(crate) fn address_words(&self) -> [u64; 6] {
+        let mac48 = |m: MacAddr| {
+            let [a, b, c, d, e, f] = m.0;
+            u64::from_be_bytes([0, 0, a, b, c, d, e, f])
+        };
+        let s = u128::from_be_bytes(self.src_ip);
+        let d = u128::from_be_bytes(self.dst_ip);
+        [
+            (s >> 64) as u64,
+            s as u64,
+            (d >> 64) as u64,
+            d as u64,
+            mac48(self.src_mac) << 16 | u64::from(self.in_port),
+            mac48(self.dst_mac) << 16 | u64::from(self.ethertype),
+        ]
+    }
+
     /// The key of the reverse direction: addresses and ports swapped; the
     /// ingress port, VLANs and overlay (`vni`, `tunnel`) stay.
     pub fn reversed(&self) -> FlowKey {

@@ -515,7 +515,8 @@ impl Sink for PcapngSink {
     }
 }
 
-/// A placeholder block that owns no memory.
+/// An empty packet block: the initial value of the block the sink reuses
+/// for every copy (it owns no memory, so creating it allocates nothing).
 fn empty_epb() -> EnhancedPacketBlock<'static> {
     EnhancedPacketBlock {
         interface_id: 0,

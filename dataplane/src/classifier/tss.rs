@@ -37,12 +37,6 @@ impl Hash for Packed {
     }
 }
 
-#[inline]
-fn mac48(m: MacAddr) -> u64 {
-    let [a, b, c, d, e, f] = m.0;
-    u64::from_be_bytes([0, 0, a, b, c, d, e, f])
-}
-
 /// Folded 64x64->128 multiply, the mixing step of foldhash and wyhash.
 #[inline]
 fn fold_mul(a: u64, b: u64) -> u64 {
@@ -81,15 +75,14 @@ impl Packed {
     /// whose fields are masks.
     #[inline]
     pub(crate) fn from_key(k: &FlowKey) -> Packed {
-        let s = u128::from_be_bytes(k.src_ip);
-        let d = u128::from_be_bytes(k.dst_ip);
+        let [w0, w1, w2, w3, w4, w5] = k.address_words();
         Packed([
-            (s >> 64) as u64,
-            s as u64,
-            (d >> 64) as u64,
-            d as u64,
-            mac48(k.src_mac) << 16 | u64::from(k.in_port),
-            mac48(k.dst_mac) << 16 | u64::from(k.ethertype),
+            w0,
+            w1,
+            w2,
+            w3,
+            w4,
+            w5,
             u64::from(k.outer_vlan) << 48
                 | u64::from(k.inner_vlan) << 32
                 | u64::from(k.src_port) << 16
