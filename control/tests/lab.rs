@@ -52,6 +52,26 @@ impl Lab {
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
+    /// Starts a command inside a VM in the background.
+    fn spawn_in(&self, vm: &str, args: &[&str], dir: &Path, tag: &str) -> Bg {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(vm)]).args(args);
+        Bg::spawn(&mut cmd, dir, tag)
+    }
+
+    /// Starts tshark on a VM's eth0 writing to `file`, and waits until it captures.
+    fn capture(&self, vm: &str, filter: Option<&str>, file: &Path, dir: &Path, tag: &str) -> Bg {
+        let file = file.to_str().unwrap();
+        let mut args = vec![TSHARK, "-n", "-i", "eth0"];
+        if let Some(f) = filter {
+            args.extend(["-f", f]);
+        }
+        args.extend(["-w", file]);
+        let t = self.spawn_in(vm, &args, dir, tag);
+        t.wait_for_stderr("Capturing on", Duration::from_secs(10));
+        t
+    }
+
     fn ping(&self, from: &str, to: &str) -> bool {
         // The first packets may go to ARP and bridge learning: a few tries.
         (0..3).any(|_| self.exec(from, &["ping", "-c", "3", "-i", "0.2", "-W", "1", to]).0)
@@ -173,10 +193,7 @@ fn busy_poll_lab_tcp_transfer_arrives_intact_and_the_tool_sees_exactly_the_steer
     let lab = Lab::up();
     let fs = start_flowsteer(&lab.config(d), d);
     let tool_pcap = d.join("tool.pcapng");
-    let mut cap = Command::new("ip");
-    cap.args(["netns", "exec", &lab.ns("tool"), TSHARK, "-n", "-i", "eth0", "-w"]).arg(&tool_pcap);
-    let tshark = Bg::spawn(&mut cap, d, "tshark");
-    tshark.wait_for_stderr("Capturing on", Duration::from_secs(10));
+    let tshark = lab.capture("tool", None, &tool_pcap, d, "tshark");
     std::thread::sleep(Duration::from_millis(500));
 
     // Unsteered traffic first: ping and UDP from web2, web1 to web2.
@@ -187,9 +204,7 @@ fn busy_poll_lab_tcp_transfer_arrives_intact_and_the_tool_sees_exactly_the_steer
 
     // A 2 MB transfer web1 -> db1:5432, checked end to end.
     let server = "import socket,hashlib\nl=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('10.77.0.21',5432)); l.listen(1)\nc,_=l.accept(); h=hashlib.sha256(); n=0\nwhile True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b); n+=len(b)\nc.sendall(b'done'); c.close(); print(n, h.hexdigest())";
-    let mut srv = Command::new("ip");
-    srv.args(["netns", "exec", &lab.ns("db1"), PYTHON, "-c", server]);
-    let srv = Bg::spawn(&mut srv, d, "server");
+    let srv = lab.spawn_in("db1", &[PYTHON, "-c", server], d, "server");
     std::thread::sleep(Duration::from_millis(300));
     let client = "import socket,hashlib\ndata=bytes((i*7+3)%251 for i in range(2_000_000))\nc=socket.create_connection(('10.77.0.21',5432), timeout=20); c.sendall(data); c.shutdown(socket.SHUT_WR)\nassert c.recv(4)==b'done'\nprint(len(data), hashlib.sha256(data).hexdigest())";
     let (ok, sent, err) = lab.exec("web1", &[PYTHON, "-c", client]);
@@ -279,9 +294,7 @@ fn busy_poll_lab_two_workers_with_fanout_carry_many_parallel_flows() {
     assert!(lab.ping("web2", "10.77.0.12") || lab.ping("web2", "10.77.0.11"), "{}", fs.stderr());
 
     let server = "import socket,hashlib,threading\nl=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('10.77.0.21',7000)); l.listen(32)\ndef serve(c):\n  h=hashlib.sha256()\n  while True:\n    b=c.recv(65536)\n    if not b: break\n    h.update(b)\n  c.sendall(h.hexdigest().encode()); c.close()\nwhile True:\n  c,_=l.accept(); threading.Thread(target=serve, args=(c,)).start()";
-    let mut srv = Command::new("ip");
-    srv.args(["netns", "exec", &lab.ns("db1"), PYTHON, "-c", server]);
-    let _srv = Bg::spawn(&mut srv, d, "server");
+    let _srv = lab.spawn_in("db1", &[PYTHON, "-c", server], d, "server");
     std::thread::sleep(Duration::from_millis(300));
     let client = "import socket,hashlib,threading\nok=[]\ndef run(i):\n  data=bytes((j*13+i)%251 for j in range(300_000))\n  c=socket.create_connection(('10.77.0.21',7000), timeout=30); c.sendall(data); c.shutdown(socket.SHUT_WR)\n  got=c.recv(64).decode(); ok.append(got==hashlib.sha256(data).hexdigest())\nts=[threading.Thread(target=run, args=(i,)) for i in range(16)]\n[t.start() for t in ts]; [t.join() for t in ts]\nprint(sum(ok), len(ok))";
     let (ok, out, err) = lab.exec("web1", &[PYTHON, "-c", client]);
@@ -307,16 +320,9 @@ fn busy_poll_lab_vlan_tags_survive_and_vlan_rules_match() {
         .replace("rules:\n", "rules:\n  - name: vlan-100\n    priority: 200\n    match: { vlan: 100 }\n    chain: inspect\n");
     std::fs::write(&cfg, text).unwrap();
     let fs = start_flowsteer(&cfg, d);
-    let capture = |vm: &str, file: &Path, tag: &str| {
-        let mut cap = Command::new("ip");
-        cap.args(["netns", "exec", &lab.ns(vm), TSHARK, "-n", "-i", "eth0", "-f", "vlan", "-w"]).arg(file);
-        let t = Bg::spawn(&mut cap, d, tag);
-        t.wait_for_stderr("Capturing on", Duration::from_secs(10));
-        t
-    };
     let (tool_pcap, db_pcap) = (d.join("tool.pcapng"), d.join("db1.pcapng"));
-    let tool = capture("tool", &tool_pcap, "tshark-tool");
-    let db = capture("db1", &db_pcap, "tshark-db1");
+    let tool = lab.capture("tool", Some("vlan"), &tool_pcap, d, "tshark-tool");
+    let db = lab.capture("db1", Some("vlan"), &db_pcap, d, "tshark-db1");
     std::thread::sleep(Duration::from_millis(700));
     // Five 802.1Q frames (VLAN 100, EtherType 0x88b5) from web1 to db1's MAC, sent raw.
     let send = "import socket\ns=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0))\nf=bytes.fromhex('02000a4d0015' '02000a4d000b' '81000064' '88b5') + bytes(46)\n[s.send(f) for _ in range(5)]";
