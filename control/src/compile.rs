@@ -286,8 +286,10 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
                 only("rx", p.rx.is_some())?;
                 only("tx", p.tx.is_some())?;
                 if p.interface.is_none() {
-                    return Err(Pos::of(&p.kind, format!("ports[{i}].type"))
-                        .error(file, format!("af_packet port `{}` needs `interface` (a Linux interface name)", p.name.value)));
+                    return Err(Pos::of(&p.kind, format!("ports[{i}].type")).error(
+                        file,
+                        format!("af_packet port `{}` needs `interface` (a Linux interface name)", p.name.value),
+                    ));
                 }
             }
             PortKind::Pcap => {
@@ -354,23 +356,29 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     let mut bridges = Vec::new();
     for (i, b) in cfg.bridges.iter().enumerate() {
         if b.ports.value.len() < 2 {
-            return Err(Pos::of(&b.ports, format!("bridges[{i}].ports")).error(file, "a bridge joins at least two ports"));
+            return Err(
+                Pos::of(&b.ports, format!("bridges[{i}].ports")).error(file, "a bridge joins at least two ports")
+            );
         }
         let mut members = Vec::new();
         for (j, p) in b.ports.value.iter().enumerate() {
             let field = format!("bridges[{i}].ports[{j}]");
             let id = lookup(&port_ix, p, field.clone(), file, "port")?;
             if let Some(l) = linked.get(&id) {
-                return Err(Pos::of(p, field).error(file, format!("port `{}` is in links[{l}]; a port is in one link or one bridge", p.value)));
+                return Err(Pos::of(p, field)
+                    .error(file, format!("port `{}` is in links[{l}]; a port is in one link or one bridge", p.value)));
             }
-            if members.contains(&(id as PortId)) || bridges.iter().any(|x: &BridgePlan| x.ports.contains(&(id as PortId))) {
+            if members.contains(&(id as PortId))
+                || bridges.iter().any(|x: &BridgePlan| x.ports.contains(&(id as PortId)))
+            {
                 return Err(Pos::of(p, field).error(file, format!("port `{}` is already in a bridge", p.value)));
             }
             members.push(id as PortId);
         }
         let ageing = match &b.ageing_seconds {
             Some(a) if !(a.value > 0.0 && a.value.is_finite()) => {
-                return Err(Pos::of(a, format!("bridges[{i}].ageing_seconds")).error(file, "must be a positive number of seconds"))
+                return Err(Pos::of(a, format!("bridges[{i}].ageing_seconds"))
+                    .error(file, "must be a positive number of seconds"))
             }
             Some(a) => Duration::from_secs_f64(a.value),
             None => Duration::from_secs(300),
@@ -386,7 +394,13 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         links.clone(),
         bridges.iter().map(|b| BridgeConfig { ageing: b.ageing, ..BridgeConfig::new(b.ports.clone()) }).collect(),
     )
-    .map_err(|e| ConfigError { file: file.into(), line: 0, column: 0, field: "bridges".into(), message: e.to_string() })?;
+    .map_err(|e| ConfigError {
+        file: file.into(),
+        line: 0,
+        column: 0,
+        field: "bridges".into(),
+        message: e.to_string(),
+    })?;
 
     // Sinks.
     let sink_ix =
@@ -488,7 +502,10 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             let first = ids.iter().find(|&&p| !ports[p as usize].fanout).copied().unwrap_or(ids[0]) as usize;
             return Err(Pos::of(&cfg.ports[first].name, format!("ports[{first}].fanout")).error(
                 file,
-                format!("ports {} are linked or bridged together: give all of them `fanout: true` or none", names.join(", ")),
+                format!(
+                    "ports {} are linked or bridged together: give all of them `fanout: true` or none",
+                    names.join(", ")
+                ),
             ));
         } else {
             workers[unit % n].ports.extend(ids);

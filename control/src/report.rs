@@ -64,6 +64,8 @@ pub struct Snapshot {
     pub matched: u64,
     /// Packets no rule matched.
     pub unmatched: u64,
+    /// Packets forwarded unclassified while the bypass switch was on.
+    pub bypassed: u64,
     /// Flow cache hits.
     pub cache_hits: u64,
     /// Flow cache misses.
@@ -102,6 +104,7 @@ impl Snapshot {
             s.tx += w.tx.get();
             s.matched += w.matched.get();
             s.unmatched += w.unmatched.get();
+            s.bypassed += w.bypassed.get();
             s.cache_hits += w.cache_hits.get();
             s.cache_misses += w.cache_misses.get();
             for (acc, c) in malformed.iter_mut().zip(w.malformed.iter()) {
@@ -276,11 +279,12 @@ impl Snapshot {
         let malformed: u64 = self.malformed.iter().map(|(_, n)| n).sum();
         let _ = writeln!(
             o,
-            "total: rx {} tx {} matched {} unmatched {} malformed {}{} dropped {}{}",
+            "total: rx {} tx {} matched {} unmatched {}{} malformed {}{} dropped {}{}",
             self.rx,
             self.tx,
             self.matched,
             self.unmatched,
+            if self.bypassed == 0 { String::new() } else { format!(" bypassed {}", self.bypassed) },
             malformed,
             if self.malformed.is_empty() { String::new() } else { format!(" ({})", list(&self.malformed)) },
             self.dropped(),

@@ -18,6 +18,7 @@ use chains::sink::vxlan::VxlanSink;
 use chains::sink::{Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainStats};
+use dataplane::bypass::Bypass;
 use dataplane::packet::{Pool, PortId};
 use dataplane::port::af_packet::{AfPacketConfig, AfPacketPort};
 use dataplane::port::pcap::PcapPort;
@@ -91,6 +92,8 @@ pub struct Shared {
     pub copy_pool: Arc<Pool>,
     /// Counters of the tool ports, which sinks own instead of workers.
     pub tool_ports: Vec<(PortId, Arc<PortCounters>)>,
+    /// The bypass switch every worker obeys.
+    pub bypass: Arc<Bypass>,
 }
 
 impl Shared {
@@ -144,7 +147,9 @@ fn open_sinks(plan: &Plan, slots: &mut [Option<Box<dyn Port>>], strict: bool) ->
                 })?;
                 let counters = Arc::new(PortCounters::default());
                 tool_counters.push((*port, Arc::clone(&counters)));
-                Box::new(PortSink::new(&s.name, p, *vlan, Pool::new(TOOL_PORT_BUFFERS, MAX_FRAME)).with_counters(counters))
+                Box::new(
+                    PortSink::new(&s.name, p, *vlan, Pool::new(TOOL_PORT_BUFFERS, MAX_FRAME)).with_counters(counters),
+                )
             }
             target => {
                 let mut open = reopener(s.name.clone(), target.clone());
@@ -181,7 +186,9 @@ fn describe(t: &SinkTarget) -> String {
     match t {
         SinkTarget::Pcapng { path, .. } => path.display().to_string(),
         SinkTarget::Port { port, .. } => format!("tool port {port}"),
-        SinkTarget::Erspan { remote, .. } | SinkTarget::Gre { remote } => format!("{}{}", remote.destination, from(remote)),
+        SinkTarget::Erspan { remote, .. } | SinkTarget::Gre { remote } => {
+            format!("{}{}", remote.destination, from(remote))
+        }
         SinkTarget::Vxlan { remote, dst_port, .. } => format!("{}:{dst_port}{}", remote.destination, from(remote)),
     }
 }
@@ -297,27 +304,29 @@ fn start(
     }
     let copy_pool = Pool::new(plan.copy_buffers, MAX_FRAME);
     let table = RuleTable::new(Arc::clone(&plan.rules));
+    let bypass = Arc::new(Bypass::new());
     let mut workers = Vec::new();
     let mut worker_stats = Vec::new();
     let mut chain_stats = Vec::new();
     for (i, wp) in plan.workers.iter().enumerate() {
-        let mine: Vec<Box<dyn Port>> =
-            wp.ports
-                .iter()
-                .filter_map(|&p| {
-                    // The port itself, or for a fanned-out port the next worker's own instance of it.
-                    slots.get_mut(p as usize).and_then(Option::take).or_else(|| {
-                        let k = extra.iter().position(|x| x.id() == p)?;
-                        Some(extra.swap_remove(k))
-                    })
+        let mine: Vec<Box<dyn Port>> = wp
+            .ports
+            .iter()
+            .filter_map(|&p| {
+                // The port itself, or for a fanned-out port the next worker's own instance of it.
+                slots.get_mut(p as usize).and_then(Option::take).or_else(|| {
+                    let k = extra.iter().position(|x| x.id() == p)?;
+                    Some(extra.swap_remove(k))
                 })
-                .collect();
+            })
+            .collect();
         let stats = Arc::new(WorkerStats::new(plan.ports.len(), plan.rules.len()));
         let chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         chain_stats.push(chains.stats());
         let cfg = WorkerConfig { id: i, ..plan.worker.clone() };
         let w = Worker::new(cfg, mine, &plan.forwarding, Arc::clone(&table), chains, Arc::clone(&stats))
-            .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?;
+            .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?
+            .with_bypass(Arc::clone(&bypass));
         worker_stats.push(stats);
         workers.push(w);
     }
@@ -331,6 +340,7 @@ fn start(
         stage_kinds: plan.chains.iter().map(|c| c.stages.iter().map(StageSpec::kind).collect()).collect(),
         copy_pool,
         tool_ports,
+        bypass,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads };
@@ -403,7 +413,10 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
             // Exit with an error so the service manager (and the guard's bypass) can take over.
             let snap = running.stop();
             print!("{}", snap.report());
-            return Err(RuntimeError::Worker { worker: i, message: "stopped unexpectedly (panicked); its ports no longer forward".into() });
+            return Err(RuntimeError::Worker {
+                worker: i,
+                message: "stopped unexpectedly (panicked); its ports no longer forward".into(),
+            });
         }
         if let Some(iv) = plan.stats_interval {
             if last_t.elapsed() >= iv {
@@ -450,7 +463,10 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
     };
     for (flag, p) in [("--output", &args.output), ("--forwarded", &args.forwarded)] {
         if p.as_deref().is_some_and(same) {
-            return Err(RuntimeError::Usage(format!("{flag} names the input capture {}; it would be overwritten", args.input.display())));
+            return Err(RuntimeError::Usage(format!(
+                "{flag} names the input capture {}; it would be overwritten",
+                args.input.display()
+            )));
         }
     }
     let out_id = plan.links.peer(in_id);

@@ -10,6 +10,7 @@
 //! where each block carries a `// SAFETY:` note.
 #![deny(unsafe_code)]
 
+pub mod bypass;
 pub mod cache;
 pub mod classifier;
 pub mod flow;

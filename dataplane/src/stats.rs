@@ -181,6 +181,8 @@ pub struct WorkerStats {
     pub matched: Counter,
     /// Packets no rule matched (fast path).
     pub unmatched: Counter,
+    /// Packets forwarded unclassified because the bypass switch was on.
+    pub bypassed: Counter,
     /// Packets whose headers did not fully parse, by reason.
     pub malformed: [Counter; Malformed::COUNT],
     /// Originals dropped, by reason.
@@ -211,6 +213,7 @@ impl WorkerStats {
             tx: Counter::default(),
             matched: Counter::default(),
             unmatched: Counter::default(),
+            bypassed: Counter::default(),
             malformed: Default::default(),
             drops: Default::default(),
             cache_hits: Counter::default(),

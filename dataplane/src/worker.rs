@@ -12,6 +12,7 @@
 //! every packet the worker does not transmit is counted under a
 //! [`DropReason`].
 
+use crate::bypass::Bypass;
 use crate::cache::FlowCache;
 use crate::classifier::{Action, ChainId, RuleId, RuleSet};
 use crate::flow::FlowKey;
@@ -144,6 +145,8 @@ pub struct Worker<C: Chains> {
     cache: FlowCache,
     chains: C,
     stats: Arc<WorkerStats>,
+    /// When on, every packet is forwarded without classification or chains.
+    bypass: Arc<Bypass>,
     iter: u64,
     /// Per-burst scratch, parallel to the burst: parsed keys, their hashes,
     /// parse failures. Owned by the worker so no burst allocates or clears them.
@@ -230,8 +233,16 @@ impl<C: Chains> Worker<C> {
             generation,
             chains,
             stats,
+            bypass: Arc::new(Bypass::new()),
             iter: 0,
         })
+    }
+
+    /// Makes the worker obey `bypass` (shared with the other workers and
+    /// control) instead of a switch of its own that nobody can turn on.
+    pub fn with_bypass(mut self, bypass: Arc<Bypass>) -> Worker<C> {
+        self.bypass = bypass;
+        self
     }
 
     /// The worker's counters.
@@ -264,6 +275,7 @@ impl<C: Chains> Worker<C> {
     /// One poll round over every owned port. Returns the packets received.
     pub fn poll(&mut self) -> usize {
         self.refresh_rules();
+        let bypass = self.bypass.is_on();
         let mut total = 0;
         for i in 0..self.ports.len() {
             let mut burst = Burst::new();
@@ -272,7 +284,11 @@ impl<C: Chains> Worker<C> {
                 continue;
             }
             total += n;
-            self.process(i, &mut burst);
+            if bypass {
+                self.bypass_burst(i, &mut burst);
+            } else {
+                self.process(i, &mut burst);
+            }
         }
         if total > 0 {
             for i in 0..self.tx.out.len() {
@@ -319,11 +335,7 @@ impl<C: Chains> Worker<C> {
         }
 
         let egress = self.egress[i];
-        // Bridges learn with a per-burst time; links need none.
-        let now = match egress {
-            Egress::Bridge(_) => self.clock.elapsed().as_nanos() as u64,
-            Egress::None | Egress::Link(_) => 0,
-        };
+        let now = self.burst_time(egress);
         let mut unmatched = 0u64;
         let mut matched = 0u64;
         let mut now_ns = 0u64;
@@ -367,6 +379,30 @@ impl<C: Chains> Worker<C> {
         }
         st.unmatched.add(unmatched);
         st.matched.add(matched);
+    }
+
+    /// The time bridges learn with for a burst bound to `egress`; links need
+    /// none, so they are spared the clock read.
+    #[inline]
+    fn burst_time(&self, egress: Egress) -> u64 {
+        match egress {
+            Egress::Bridge(_) => self.clock.elapsed().as_nanos() as u64,
+            Egress::None | Egress::Link(_) => 0,
+        }
+    }
+
+    /// Stages a received burst for transmission as if no rule matched any of
+    /// it: no parsing, no classification, no chains (the bypass switch is on).
+    fn bypass_burst(&mut self, i: usize, burst: &mut Burst) {
+        let st = &*self.stats;
+        let n = burst.len() as u64;
+        st.rx.add(n);
+        st.bypassed.add(n);
+        let egress = self.egress[i];
+        let now = self.burst_time(egress);
+        for pkt in burst.drain(..) {
+            self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
+        }
     }
 
     /// Transmits what is staged for local port `i`.

@@ -7,6 +7,7 @@
 
 // One module so that `cargo test -p dataplane worker` selects every test here.
 mod worker {
+    use dataplane::bypass::Bypass;
     use dataplane::classifier::{naive, Action, ChainId, IpNet, Match, PortRange, Rule, RuleId, RuleSet};
     use dataplane::flow::{proto, FlowKey, MacAddr};
     use dataplane::forward::{Forwarding, Links};
@@ -139,7 +140,8 @@ mod worker {
         fn conserved(&self) {
             let s = self.stats();
             assert_eq!(s.rx.get(), s.tx.get() + s.dropped(), "rx == tx + drops: {s:?}");
-            assert_eq!(s.rx.get(), s.matched.get() + s.unmatched.get() + s.drops[DropReason::Malformed as usize].get());
+            let classified = s.matched.get() + s.unmatched.get() + s.bypassed.get();
+            assert_eq!(s.rx.get(), classified + s.drops[DropReason::Malformed as usize].get());
         }
     }
 
@@ -290,6 +292,37 @@ mod worker {
         let chains: Vec<_> = rig.worker.chains().seen.iter().map(|s| s.chain).collect();
         assert_eq!(chains, [7, 1, 7]);
         assert_eq!(rig.stats().rules[0].packets.get(), 2);
+        rig.conserved();
+    }
+
+    #[test]
+    fn bypass_forwards_everything_unclassified_from_the_next_poll_until_turned_off() {
+        let rules = set(vec![
+            rule("deny", 30, Match { proto: Some(proto::TCP), ..Match::default() }, false, Action::Drop),
+            rule("closed", 20, Match { proto: Some(proto::UDP), ..Match::default() }, false, Action::Chain(7)),
+        ]);
+        let chains = Recorder { drop: vec![7], ..Recorder::default() };
+        let mut rig = Rig::with_chains(rules, WorkerConfig::default(), 256, chains);
+        let bypass = Arc::new(Bypass::new());
+        rig.worker = rig.worker.with_bypass(Arc::clone(&bypass));
+        let (tcp_in, udp_in) = (tcp(1, 2, 40000, 23), udp(1, 2, 40000, 53, 60));
+
+        bypass.set(true);
+        let during: Vec<_> = (0..40).map(|i| if i % 2 == 0 { tcp_in.clone() } else { udp_in.clone() }).collect();
+        send(&rig.a, &during);
+        rig.run();
+        assert_eq!(recv_all(&rig.b), during, "every packet forwarded, in order, untouched");
+        assert!(rig.worker.chains().seen.is_empty(), "no chain runs while bypassed");
+        let s = rig.stats();
+        assert_eq!((s.bypassed.get(), s.matched.get(), s.dropped()), (40, 0, 0));
+        assert_eq!(s.rules[0].packets.get(), 0);
+
+        bypass.set(false);
+        send(&rig.a, &[tcp_in, udp_in]);
+        rig.run();
+        assert!(recv_all(&rig.b).is_empty(), "rules apply again: one rule drop, one fail-closed drop");
+        assert_eq!((rig.drop_count(DropReason::RuleDrop), rig.drop_count(DropReason::ChainClosed)), (1, 1));
+        assert_eq!(rig.stats().bypassed.get(), 40);
         rig.conserved();
     }
 
