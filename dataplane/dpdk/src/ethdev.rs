@@ -369,6 +369,10 @@ pub struct RxBurst {
     next: usize,
 }
 
+// SAFETY: the burst owns the mbuf references it holds (entries next..n);
+// moving it to another thread moves that ownership, as for Mbuf.
+unsafe impl Send for RxBurst {}
+
 impl Default for RxBurst {
     fn default() -> Self {
         RxBurst { mbufs: [std::ptr::null_mut(); MAX_BURST], segs: [FsSeg::EMPTY; MAX_BURST], n: 0, next: 0 }
@@ -463,6 +467,9 @@ pub struct TxBurst {
     lens: [u32; MAX_BURST],
     n: usize,
 }
+
+// SAFETY: as for RxBurst: entries 0..n are owned mbuf references.
+unsafe impl Send for TxBurst {}
 
 impl Default for TxBurst {
     fn default() -> Self {

@@ -84,6 +84,12 @@ pub struct Segment {
     room: u32,
 }
 
+// SAFETY: a Segment is an owned mbuf reference (Send, see Mbuf) plus a
+// pointer into that mbuf's buffer, which moves with it.
+unsafe impl Send for Segment {}
+// SAFETY: &Segment only reads the bytes (bytes()) and clones the reference.
+unsafe impl Sync for Segment {}
+
 impl Segment {
     /// # Safety
     /// `seg` must describe the data area of `mbuf` (as the shim fills it).
@@ -138,6 +144,13 @@ impl Segment {
     /// The mbuf.
     pub fn mbuf(&self) -> &Mbuf {
         &self.mbuf
+    }
+
+    /// Another reference to the same mbuf and bytes (a refcount clone: no
+    /// copy, no allocation). Both are read-only while shared.
+    #[inline]
+    pub fn share(&self) -> Segment {
+        Segment { mbuf: self.mbuf.clone(), data: self.data, len: self.len, room: self.room }
     }
 
     /// The mbuf, giving up the data pointer.
