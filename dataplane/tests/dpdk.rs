@@ -40,6 +40,7 @@ fn frame(i: u16, len: usize) -> Vec<u8> {
 fn worker_forwards_mbufs_between_pcap_vdevs() {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.pcap"), dir.path().join("out.pcap"));
+    let output2 = dir.path().join("out2.pcap");
     let frames: Vec<Vec<u8>> = (0..300u16).map(|i| frame(i, 60 + (i as usize * 37) % 1454)).collect();
     let mut w = PcapWriter::new(File::create(&input).unwrap()).unwrap();
     for (i, f) in frames.iter().enumerate() {
@@ -56,7 +57,8 @@ fn worker_forwards_mbufs_between_pcap_vdevs() {
         in_memory: true,
         vdevs: vec![
             format!("net_pcap0,rx_pcap={}", input.display()),
-            format!("net_pcap1,tx_pcap={}", output.display()),
+            // One tx queue per tx_pcap: queue 1 writes the second file.
+            format!("net_pcap1,tx_pcap={},tx_pcap={}", output.display(), output2.display()),
         ],
         extra: vec!["--log-level=lib.eal:warning".into(), "--no-telemetry".into()],
         ..EalConfig::default()
@@ -96,14 +98,18 @@ fn worker_forwards_mbufs_between_pcap_vdevs() {
     drop((a, b));
     assert_eq!(pool.in_use(), 0, "mbufs leaked: {}", pool.in_use());
 
-    let mut r = PcapReader::new(File::open(&output).unwrap()).unwrap();
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.unwrap().data.into_owned());
-    }
-    assert_eq!(out.len(), frames.len() + 1);
-    assert!(out[..frames.len()] == frames[..], "forwarded frames differ from the input");
-    assert_eq!(out[frames.len()], extra);
+    let read = |path: &std::path::Path| {
+        let mut r = PcapReader::new(File::open(path).unwrap()).unwrap();
+        let mut out = Vec::new();
+        while let Some(p) = r.next_packet() {
+            out.push(p.unwrap().data.into_owned());
+        }
+        out
+    };
+    let out = read(&output);
+    assert_eq!(out.len(), frames.len());
+    assert!(out == frames, "forwarded frames differ from the input");
+    assert_eq!(read(&output2), vec![extra]);
     drop(pool);
     drop(eal);
 }
