@@ -97,19 +97,22 @@ impl Packet {
 
     /// A reference-counted clone of an mbuf-backed packet: the same bytes,
     /// no copy, read-only (capacity 0) like the original while both live.
-    /// `None` for heap packets, and when `limit` has no room: the caller
-    /// then copies instead, or drops the copy.
-    #[cfg(feature = "dpdk")]
+    /// `None` for heap packets (always, without the `dpdk` feature), and
+    /// when `limit` has no room: the caller then copies instead.
     #[inline]
     pub fn share(&self, limit: Option<&Arc<ShareLimit>>) -> Option<Packet> {
-        let Backing::Mbuf(seg, _) = &self.backing else { return None };
-        if let Some(l) = limit {
-            if !l.acquire() {
-                return None;
+        #[cfg(feature = "dpdk")]
+        if let Backing::Mbuf(seg, _) = &self.backing {
+            if let Some(l) = limit {
+                if !l.acquire() {
+                    return None;
+                }
             }
+            let backing = Backing::Mbuf(seg.share(), limit.cloned());
+            return Some(Packet { ptr: self.ptr, len: self.len, cap: 0, meta: self.meta, backing });
         }
-        let backing = Backing::Mbuf(seg.share(), limit.cloned());
-        Some(Packet { ptr: self.ptr, len: self.len, cap: 0, meta: self.meta, backing })
+        let _ = limit;
+        None
     }
 
     /// True when the bytes are in a DPDK mbuf.
