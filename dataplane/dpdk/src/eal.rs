@@ -151,6 +151,35 @@ impl Eal {
     }
 }
 
+thread_local! {
+    /// This thread's registration, made by [`Eal::ensure_registered`];
+    /// unregistered when the thread exits.
+    static REGISTERED: std::cell::RefCell<Option<Lcore>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Eal {
+    /// Registers the calling thread once (see [`Eal::register_thread`]),
+    /// unless it already is an EAL thread (the main lcore). The registration
+    /// lasts until the thread exits. A failure (no lcore id left) is logged:
+    /// the thread still works, only without a mempool cache.
+    pub fn ensure_registered(self: &Arc<Self>) {
+        // SAFETY: a plain read of this thread's lcore id.
+        if unsafe { ffi::fs_lcore_id() } != LCORE_ID_ANY {
+            return;
+        }
+        match self.register_thread() {
+            Ok(l) => {
+                log::debug!("dpdk: thread {:?} registered as lcore {}", std::thread::current().name(), l.id());
+                REGISTERED.with(|r| *r.borrow_mut() = Some(l));
+            }
+            Err(e) => log::warn!("dpdk: thread {:?}: {e}; running without a mempool cache", std::thread::current().name()),
+        }
+    }
+}
+
+/// `LCORE_ID_ANY`: the lcore id of a thread the EAL does not know.
+const LCORE_ID_ANY: u32 = u32::MAX;
+
 impl Drop for Eal {
     fn drop(&mut self) {
         // SAFETY: the last handle is gone, so no mempool, device or

@@ -243,6 +243,11 @@ impl EthDev {
         }))
     }
 
+    /// The EAL the device belongs to.
+    pub fn eal(&self) -> &Arc<Eal> {
+        &self._eal
+    }
+
     /// DPDK's port id.
     pub fn port_id(&self) -> u16 {
         self.port

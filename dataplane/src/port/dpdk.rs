@@ -11,6 +11,11 @@
 //! mbuf-backed (a flood copy, a copy from a capture-file or af_packet port)
 //! is copied into a fresh mbuf on transmit and counted in
 //! [`DpdkPort::copied_in`]; without a free mbuf it is dropped and counted.
+//!
+//! The thread that first bursts on an instance registers itself with the
+//! EAL (`rte_thread_register`, once per thread, undone when it exits), so
+//! workers keep flowsteer's thread model and still get a per-lcore mempool
+//! cache.
 
 use super::{Burst, Port, PortStats};
 use crate::packet::{Meta, Packet, PortId};
@@ -34,6 +39,8 @@ pub struct DpdkPort {
     copied_in: Arc<AtomicU64>,
     /// This instance reports the device's own drop counters (exactly one instance per device does).
     device_counters: bool,
+    /// The polling thread is registered with the EAL (done at the first burst, in that thread).
+    registered: bool,
 }
 
 impl DpdkPort {
@@ -63,7 +70,17 @@ impl DpdkPort {
             stats: PortStats::default(),
             copied_in: Arc::new(AtomicU64::new(0)),
             device_counters,
+            registered: false,
         })
+    }
+
+    /// Makes the calling thread an EAL thread (an lcore id, so a mempool
+    /// cache) the first time this instance is used: that is the thread
+    /// that polls it from now on.
+    #[cold]
+    fn register(&mut self) {
+        self.tx.device().eal().ensure_registered();
+        self.registered = true;
     }
 
     /// Heap packets this instance copied into mbufs to transmit them.
@@ -98,6 +115,9 @@ impl Port for DpdkPort {
 
     #[inline]
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        if !self.registered {
+            self.register();
+        }
         let mut n = 0;
         for q in &mut self.rx {
             let room = burst.remaining_capacity();
@@ -120,6 +140,9 @@ impl Port for DpdkPort {
 
     #[inline]
     fn tx_burst(&mut self, burst: &mut Burst) -> usize {
+        if !self.registered {
+            self.register();
+        }
         let mut sent = 0;
         for pkt in burst.drain(..) {
             let len = pkt.len() as u64;
