@@ -214,7 +214,8 @@ pub(crate) fn assign_queues(
         for q in 0..plan.rx_queues {
             if listed {
                 if !owner.contains_key(&(p, q)) {
-                    return Err(Pos::of(&pc.name, format!("ports[{p}]")).error(
+                    let pos = pc.rx_queues.as_ref().map(|r| Pos::of(r, format!("ports[{p}].rx_queues"))).unwrap_or_else(|| Pos::of(&pc.name, format!("ports[{p}].name")));
+                    return Err(pos.error(
                         file,
                         format!("rx queue {q} of dpdk port `{}` is polled by no worker: list `{}:{q}` in a worker's `queues`", pc.name.value, pc.name.value),
                     ));
