@@ -45,7 +45,14 @@ fn mbuf_copies_are_bounded_clones_and_the_pool_refills() {
     };
     let eal = Eal::init(&cfg).unwrap();
     let pool = Mempool::new(&eal, "chains_test", 1023, 0, 2048).unwrap();
-    let dc = DeviceConfig { rx_queues: 1, tx_queues: 1, rx_descriptors: 128, tx_descriptors: 128, mtu: None, promiscuous: true };
+    let dc = DeviceConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_descriptors: 128,
+        tx_descriptors: 128,
+        mtu: None,
+        promiscuous: true,
+    };
     // net_ring0 loops what is sent back: the originals arrive as received mbufs.
     let ring = EthDev::open(&eal, &pool, "net_ring0", &dc).unwrap();
     let (mut rxq, mut txq) = (ring.rx_queue(0).unwrap(), ring.tx_queue(0).unwrap());
@@ -58,12 +65,17 @@ fn mbuf_copies_are_bounded_clones_and_the_pool_refills() {
     assert_eq!(txq.tx_burst(&mut tx), 4);
     let mut rx = RxBurst::default();
     assert_eq!(rxq.rx_burst(&mut rx, 32), 4);
-    let originals: Vec<Packet> = rx.by_ref().map(|s| Packet::from_mbuf(s, Meta { port: 0, ts_ns: 5, orig_len: 0 })).collect();
+    let originals: Vec<Packet> =
+        rx.by_ref().map(|s| Packet::from_mbuf(s, Meta { port: 0, ts_ns: 5, orig_len: 0 })).collect();
     assert!(originals.iter().all(Packet::is_mbuf));
     assert_eq!(pool.in_use(), 4);
 
     let sinks = vec![Arc::new(SinkQueue::new("a", 16))];
-    let whole = ChainSpec { name: "whole".into(), on_failure: OnFailure::FailOpen, stages: vec![StageSpec::Copy { to: vec![0] }] };
+    let whole = ChainSpec {
+        name: "whole".into(),
+        on_failure: OnFailure::FailOpen,
+        stages: vec![StageSpec::Copy { to: vec![0] }],
+    };
     let sliced = ChainSpec {
         name: "sliced".into(),
         on_failure: OnFailure::FailOpen,

@@ -11,10 +11,6 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowsteer");
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -59,6 +55,10 @@ fn check_refuses_dpdk_in_a_binary_built_without_it() {
 mod with_dpdk {
     use super::*;
 
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    }
+
     const TWO: &str = "\
 dataplane:
   workers:
@@ -83,19 +83,64 @@ links:
         let (code, stderr, _, _d) = check(TWO);
         assert_eq!(code, 0, "{stderr}");
         // A vdev string that is not one.
-        check_fails(&TWO.replace("\"net_memif0,role=server,socket=/run/fs-vm1.sock,id=0\"", "memif0"), (8, 13), "ports[0].device", "neither a PCI address");
+        check_fails(
+            &TWO.replace("\"net_memif0,role=server,socket=/run/fs-vm1.sock,id=0\"", "memif0"),
+            (8, 13),
+            "ports[0].device",
+            "neither a PCI address",
+        );
         check_fails(&TWO.replace("0000:01:00.0", "0000:01:00.9"), (12, 13), "ports[1].device", "neither a PCI address");
         // Queue mistakes.
-        check_fails(&TWO.replace("\"vm1:1\"", "\"vm1:2\""), (4, 16), "dataplane.workers[1].queues[0]", "there is no queue 2");
-        check_fails(&TWO.replace("\"vm1:1\"", "\"vm1:0\""), (4, 16), "dataplane.workers[1].queues[0]", "already polled by worker 0");
-        check_fails(&TWO.replace("\"vm1:1\", ", ""), (9, 16), "ports[0].rx_queues", "rx queue 1 of dpdk port `vm1` is polled by no worker");
-        check_fails(&TWO.replace("\"vm1:1\"", "\"vm9:1\""), (4, 16), "dataplane.workers[1].queues[0]", "unknown port `vm9`");
-        check_fails(&TWO.replace("\"vm1:1\"", "\"vm1\""), (4, 16), "dataplane.workers[1].queues[0]", "is not `port:queue`");
+        check_fails(
+            &TWO.replace("\"vm1:1\"", "\"vm1:2\""),
+            (4, 16),
+            "dataplane.workers[1].queues[0]",
+            "there is no queue 2",
+        );
+        check_fails(
+            &TWO.replace("\"vm1:1\"", "\"vm1:0\""),
+            (4, 16),
+            "dataplane.workers[1].queues[0]",
+            "already polled by worker 0",
+        );
+        check_fails(
+            &TWO.replace("\"vm1:1\", ", ""),
+            (9, 16),
+            "ports[0].rx_queues",
+            "rx queue 1 of dpdk port `vm1` is polled by no worker",
+        );
+        check_fails(
+            &TWO.replace("\"vm1:1\"", "\"vm9:1\""),
+            (4, 16),
+            "dataplane.workers[1].queues[0]",
+            "unknown port `vm9`",
+        );
+        check_fails(
+            &TWO.replace("\"vm1:1\"", "\"vm1\""),
+            (4, 16),
+            "dataplane.workers[1].queues[0]",
+            "is not `port:queue`",
+        );
         // Fields of other backends, and the other way round.
-        check_fails(&TWO.replace("    rx_queues: 2\n  - name: vm2", "    rx_queues: 2\n    interface: eth0\n  - name: vm2"), (7, 11), "ports[0].type", "`interface` does not apply to dpdk ports");
-        check_fails("ports:\n  - name: a\n    type: pcap\n    tx: /dev/null\n    rx_queues: 2\n", (3, 11), "ports[0].type", "`rx_queues` does not apply to pcap ports");
+        check_fails(
+            &TWO.replace("    rx_queues: 2\n  - name: vm2", "    rx_queues: 2\n    interface: eth0\n  - name: vm2"),
+            (7, 11),
+            "ports[0].type",
+            "`interface` does not apply to dpdk ports",
+        );
+        check_fails(
+            "ports:\n  - name: a\n    type: pcap\n    tx: /dev/null\n    rx_queues: 2\n",
+            (3, 11),
+            "ports[0].type",
+            "`rx_queues` does not apply to pcap ports",
+        );
         check_fails(&TWO.replace("mtu: 9000", "mtu: 20"), (14, 10), "ports[1].mtu", "between 68 and 9600");
-        check_fails(&TWO.replace("    rx_queues: 2\n  - name: vm2", "    rx_queues: 2\n    tx_queues: 1\n  - name: vm2"), (10, 16), "ports[0].tx_queues", "2 workers transmit on port `vm1`");
+        check_fails(
+            &TWO.replace("    rx_queues: 2\n  - name: vm2", "    rx_queues: 2\n    tx_queues: 1\n  - name: vm2"),
+            (10, 16),
+            "ports[0].tx_queues",
+            "2 workers transmit on port `vm1`",
+        );
         // Without queue lists, queue q goes to worker q: three queues need three workers.
         let plain = "dataplane:\n  workers: [{}, {}]\nports:\n  - name: vm1\n    type: dpdk\n    device: net_null0\n    rx_queues: 3\n";
         check_fails(plain, (7, 16), "ports[0].rx_queues", "3 rx queues but 2 workers");
@@ -192,7 +237,12 @@ links:
                             _ => None,
                         })
                         .unwrap_or_default();
-                    out.push((names[epb.interface_id as usize].clone(), epb.original_len, epb.data.into_owned(), comment));
+                    out.push((
+                        names[epb.interface_id as usize].clone(),
+                        epb.original_len,
+                        epb.data.into_owned(),
+                        comment,
+                    ));
                 }
                 _ => {}
             }
@@ -305,10 +355,22 @@ links:
         assert!(got.copies == want.copies, "copies differ between the dpdk and pcap backends");
         assert!(got.tool == want.tool, "tool-port frames differ between the dpdk and pcap backends");
         // The chains really ran: full copies of TCP to both sinks, sliced UDP to the archive.
-        assert!(want.tool.len() > 10 && want.copies.len() > want.tool.len(), "{} copies, {} tool frames", want.copies.len(), want.tool.len());
-        assert!(want.copies.iter().any(|c| c.3.contains("rule=udp") && c.2.len() == 64 && c.1 > 64), "a sliced copy keeps its original length");
+        assert!(
+            want.tool.len() > 10 && want.copies.len() > want.tool.len(),
+            "{} copies, {} tool frames",
+            want.copies.len(),
+            want.tool.len()
+        );
+        assert!(
+            want.copies.iter().any(|c| c.3.contains("rule=udp") && c.2.len() == 64 && c.1 > 64),
+            "a sliced copy keeps its original length"
+        );
         // Clean shutdown: no mbuf leaked, hugepage files and runtime directory gone.
-        let full = got.log.lines().find(|l| l.contains("mempool full again")).unwrap_or_else(|| panic!("no pool report in\n{}", got.log));
+        let full = got
+            .log
+            .lines()
+            .find(|l| l.contains("mempool full again"))
+            .unwrap_or_else(|| panic!("no pool report in\n{}", got.log));
         assert!(full.contains("(16383 of 16383 mbufs)"), "{full}");
         assert!(!got.log.contains("not returned"), "{}", got.log);
         assert!(got.log.contains(&format!("--file-prefix={prefix}")), "{}", got.log);
@@ -333,7 +395,11 @@ links:
 
     impl Hugepages {
         fn reserve(extra: u64) -> Result<Hugepages, String> {
-            let before: u64 = std::fs::read_to_string(NR_HUGEPAGES).map_err(|e| e.to_string())?.trim().parse().map_err(|e| format!("{e}"))?;
+            let before: u64 = std::fs::read_to_string(NR_HUGEPAGES)
+                .map_err(|e| e.to_string())?
+                .trim()
+                .parse()
+                .map_err(|e| format!("{e}"))?;
             let guard = Hugepages(before);
             let out = Command::new(root().join("scripts/setup-hugepages.sh"))
                 .arg((before + extra).to_string())

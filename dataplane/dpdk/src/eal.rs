@@ -178,7 +178,9 @@ impl Eal {
                 log::debug!("dpdk: thread {:?} registered as lcore {}", std::thread::current().name(), l.id());
                 REGISTERED.with(|r| *r.borrow_mut() = Some(l));
             }
-            Err(e) => log::warn!("dpdk: thread {:?}: {e}; running without a mempool cache", std::thread::current().name()),
+            Err(e) => {
+                log::warn!("dpdk: thread {:?}: {e}; running without a mempool cache", std::thread::current().name())
+            }
         }
     }
 }
@@ -253,9 +255,17 @@ mod tests {
         assert!(a[0].starts_with("--lcores=0@("), "{a:?}");
         assert_eq!(
             &a[1..],
-            ["--file-prefix=flowsteer", "-m512", "--no-huge", "--no-shconf", "--no-pci", "--vdev=net_null0", "--log-level=lib.eal:warning"]
+            [
+                "--file-prefix=flowsteer",
+                "-m512",
+                "--no-huge",
+                "--no-shconf",
+                "--no-pci",
+                "--vdev=net_null0",
+                "--log-level=lib.eal:warning"
+            ]
         );
-            let pci = EalConfig { pci: vec!["0000:01:00.0".into()], ..EalConfig::default() }.args();
+        let pci = EalConfig { pci: vec!["0000:01:00.0".into()], ..EalConfig::default() }.args();
         assert!(pci.contains(&"--allow=0000:01:00.0".to_string()) && !pci.contains(&"--no-pci".to_string()));
         assert!(pci.contains(&"--huge-unlink".to_string()), "hugepage files do not outlive the process");
     }
