@@ -82,6 +82,9 @@ links:
     fn check_accepts_queue_maps_and_locates_every_mistake() {
         let (code, stderr, _, _d) = check(TWO);
         assert_eq!(code, 0, "{stderr}");
+        let example = std::fs::read_to_string(root().join("examples/dpdk.yaml")).unwrap();
+        let (code, stderr, _, _d) = check(&example);
+        assert_eq!(code, 0, "examples/dpdk.yaml: {stderr}");
         // A vdev string that is not one.
         check_fails(
             &TWO.replace("\"net_memif0,role=server,socket=/run/fs-vm1.sock,id=0\"", "memif0"),
