@@ -88,11 +88,6 @@ impl DpdkPort {
         Arc::clone(&self.copied_in)
     }
 
-    /// The device.
-    pub fn device(&self) -> &Arc<EthDev> {
-        self.tx.device()
-    }
-
     /// Sends what is in the transmit scratch burst.
     #[inline]
     fn flush_tx(&mut self) -> usize {
