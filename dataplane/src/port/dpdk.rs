@@ -99,6 +99,15 @@ impl DpdkPort {
     }
 }
 
+impl Drop for DpdkPort {
+    fn drop(&mut self) {
+        let n = self.copied_in.load(Ordering::Relaxed);
+        if n > 0 {
+            log::info!("port {}: {n} packets not in mbufs (from other backends, VLAN-tagged copies) were copied into mbufs to be sent", self.name);
+        }
+    }
+}
+
 impl Port for DpdkPort {
     fn name(&self) -> &str {
         &self.name
