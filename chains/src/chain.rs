@@ -12,7 +12,7 @@ use crate::stage::strip::Strip;
 use crate::stage::{CopyPlan, StageCounters, StageIn, StageSpec};
 use dataplane::classifier::{ChainId, RuleId};
 use dataplane::flow::FlowKey;
-use dataplane::packet::{Packet, Pool};
+use dataplane::packet::{Packet, Pool, ShareLimit};
 use dataplane::stats::Counter;
 use dataplane::worker::{ChainVerdict, Chains};
 use std::sync::Arc;
@@ -111,6 +111,20 @@ impl ChainSet {
             })
             .collect();
         ChainSet { chains }
+    }
+
+    /// Lets every `copy` stage make whole-packet copies of mbuf-backed
+    /// originals as refcount clones, bounded by `limit` (shared by all
+    /// workers: it is what keeps sinks from holding the receive pool).
+    pub fn with_share_limit(mut self, limit: &Arc<ShareLimit>) -> ChainSet {
+        for c in &mut self.chains {
+            for s in &mut c.stages {
+                if let Stage::Copy(copy) = s {
+                    copy.set_share_limit(Arc::clone(limit));
+                }
+            }
+        }
+        self
     }
 
     /// Counters of every chain, by chain id (shared with control).

@@ -5,6 +5,7 @@
 //! overlap) and produces a [`Plan`]: the dataplane's and the chains' own
 //! structures, immutable, with no trace of YAML left.
 
+use crate::dpdk::{DpdkPlan, DpdkPortPlan};
 use crate::config::{
     ActionCfg, Config, ConfigError, FsyncCfg, MalformedCfg, MatchCfg, OnFailureCfg, PortKind, Pos, RuleCfg, SamplePer,
     SinkCfg, SinkKind, StageCfg, StripCfg,
@@ -42,6 +43,8 @@ pub struct PortPlan {
     pub qdisc_bypass: bool,
     /// Shared by every worker through PACKET_FANOUT (`af_packet`).
     pub fanout: bool,
+    /// Device, queues and descriptors (`dpdk`).
+    pub dpdk: Option<DpdkPortPlan>,
 }
 
 /// A MAC-learning bridge to build.
@@ -128,6 +131,8 @@ pub struct WorkerPlan {
     pub core: Option<usize>,
     /// Port ids it polls.
     pub ports: Vec<PortId>,
+    /// The (port, rx queue) pairs of DPDK ports it polls.
+    pub queues: Vec<(PortId, u16)>,
 }
 
 /// Everything needed to start the dataplane.
@@ -158,6 +163,8 @@ pub struct Plan {
     pub sink_queue: usize,
     /// Interval of the running rate summary; `None` when off.
     pub stats_interval: Option<Duration>,
+    /// The EAL and the mbuf pool, when there are DPDK ports.
+    pub dpdk: Option<DpdkPlan>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -273,6 +280,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     }
     let mut ports = Vec::new();
     for (i, p) in cfg.ports.iter().enumerate() {
+        let dpdk = crate::dpdk::compile_port(p, i, file, dp.workers.len())?;
         let only = |what: &str, present: bool| -> Result<(), ConfigError> {
             if present {
                 Err(Pos::of(&p.kind, format!("ports[{i}].type"))
@@ -305,6 +313,8 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
                     ));
                 }
             }
+            // Checked by compile_port.
+            PortKind::Dpdk => {}
         }
         ports.push(PortPlan {
             name: p.name.value.clone(),
@@ -315,6 +325,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             promiscuous: p.promiscuous.unwrap_or(true),
             qdisc_bypass: p.qdisc_bypass.unwrap_or(true),
             fanout: p.fanout.unwrap_or(false),
+            dpdk,
         });
     }
 
@@ -469,8 +480,14 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
 
     // Workers: both ports of a link on one worker; links spread round-robin,
     // unlinked ports to the least loaded worker.
-    let mut workers: Vec<WorkerPlan> =
-        dp.workers.iter().map(|w| WorkerPlan { core: w.core.as_ref().map(|c| c.value), ports: Vec::new() }).collect();
+    let dpdk_ports: Vec<Option<DpdkPortPlan>> = ports.iter().map(|p| p.dpdk.clone()).collect();
+    let queue_map = crate::dpdk::assign_queues(cfg, file, &port_ix, &dpdk_ports, &tool_ports)?;
+    let mut workers: Vec<WorkerPlan> = dp
+        .workers
+        .iter()
+        .zip(queue_map)
+        .map(|(w, queues)| WorkerPlan { core: w.core.as_ref().map(|c| c.value), ports: Vec::new(), queues })
+        .collect();
     let n = workers.len();
     // A unit (a link or a bridge) whose ports fan out goes to every worker;
     // the others go round-robin.
@@ -478,6 +495,24 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     units.extend(bridges.iter().map(|b| b.ports.clone()));
     let mut unit = 0;
     for ids in &units {
+        // A unit with DPDK ports goes to the workers polling their queues: each
+        // transmits on a queue of its own, so all of them can forward to any port of the unit.
+        if ids.iter().any(|&p| ports[p as usize].dpdk.is_some()) {
+            let owners: Vec<usize> = (0..n).filter(|&w| workers[w].queues.iter().any(|(p, _)| ids.contains(p))).collect();
+            if owners.len() > 1 {
+                if let Some(&other) = ids.iter().find(|&&p| ports[p as usize].dpdk.is_none()) {
+                    let o = other as usize;
+                    return Err(Pos::of(&cfg.ports[o].name, format!("ports[{o}]")).error(
+                        file,
+                        format!("port `{}` is linked or bridged with dpdk ports whose queues are on workers {owners:?}; a {} port is polled by one worker, so put those queues on one worker", ports[o].name, ports[o].kind),
+                    ));
+                }
+            }
+            for w in owners {
+                workers[w].ports.extend(ids);
+            }
+            continue;
+        }
         let fanned = ids.iter().filter(|&&p| ports[p as usize].fanout).count();
         if fanned == ids.len() {
             for w in workers.iter_mut() {
@@ -498,11 +533,28 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     for p in 0..ports.len() as PortId {
         let bridged = bridges.iter().any(|b| b.ports.contains(&p));
         if links.peer(p).is_none() && !bridged && !tool_ports.contains(&p) {
+            if ports[p as usize].dpdk.is_some() {
+                for w in workers.iter_mut().filter(|w| w.queues.iter().any(|&(q, _)| q == p)) {
+                    w.ports.push(p);
+                }
+                continue;
+            }
             if let Some(w) = workers.iter_mut().min_by_key(|w| w.ports.len()) {
                 w.ports.push(p);
             }
         }
     }
+    // Each worker using a DPDK port transmits on a queue of its own.
+    for (p, plan) in ports.iter().enumerate() {
+        let Some(d) = &plan.dpdk else { continue };
+        let users = workers.iter().filter(|w| w.ports.contains(&(p as PortId))).count();
+        if users > d.tx_queues as usize {
+            let pc = &cfg.ports[p];
+            let pos = pc.tx_queues.as_ref().map(|t| Pos::of(t, format!("ports[{p}].tx_queues"))).unwrap_or_else(|| Pos::of(&pc.kind, format!("ports[{p}].type")));
+            return Err(pos.error(file, format!("{users} workers transmit on port `{}`, each on a tx queue of its own: tx_queues must be at least {users}", plan.name)));
+        }
+    }
+    let dpdk = crate::dpdk::compile_section(cfg, file, &dpdk_ports, workers.len(), sinks.len())?;
     for (i, w) in workers.iter().enumerate() {
         if w.ports.is_empty() {
             log::warn!("{file}: worker {i} has no ports (more workers than links)");
@@ -549,6 +601,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         },
         sink_queue: dp.sink_queue.value as usize,
         stats_interval: (dp.stats_interval.value > 0.0).then(|| Duration::from_secs_f64(dp.stats_interval.value)),
+        dpdk,
     })
 }
 

@@ -83,6 +83,31 @@ pub struct Config {
     /// Steering rules.
     #[serde(default, deserialize_with = "seq_or_null")]
     pub rules: Vec<RuleCfg>,
+    /// DPDK's EAL and mbuf pool (only in binaries built with the `dpdk` feature).
+    pub dpdk: Option<Spanned<DpdkCfg>>,
+}
+
+/// `dpdk:` — the EAL and the mbuf pool, for `type: dpdk` ports.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkCfg {
+    /// Extra EAL arguments, appended after flowsteer's own.
+    #[serde(default)]
+    pub eal_args: Vec<Spanned<String>>,
+    /// `--file-prefix` (default `flowsteer`): hugepage files and runtime directory names.
+    pub file_prefix: Option<Spanned<String>>,
+    /// `-m`: megabytes of memory (default 512).
+    pub memory_mb: Option<Spanned<u32>>,
+    /// `--no-huge`: ordinary memory instead of hugepages (tests; default false).
+    #[serde(default)]
+    pub no_huge: bool,
+    /// `--in-memory`: no files under /dev/hugepages or /var/run/dpdk (default false).
+    #[serde(default)]
+    pub in_memory: bool,
+    /// Mbufs in the pool (default 16383).
+    pub mbufs: Option<Spanned<u32>>,
+    /// Per-lcore mempool cache (default 256).
+    pub mbuf_cache: Option<Spanned<u32>>,
 }
 
 /// A list that may also be written as an empty key (`rules:` with every
@@ -137,7 +162,7 @@ fn unknown<T>(value: T) -> Spanned<T> {
     Spanned::new(value, loc, loc)
 }
 fn default_workers() -> Vec<WorkerCfg> {
-    vec![WorkerCfg { core: None }]
+    vec![WorkerCfg { core: None, queues: None }]
 }
 fn default_burst() -> Spanned<u32> {
     unknown(dataplane::BURST as u32)
@@ -161,6 +186,10 @@ fn default_stats_interval() -> Spanned<f64> {
 pub struct WorkerCfg {
     /// The CPU core it is pinned to; unpinned when absent.
     pub core: Option<Spanned<usize>>,
+    /// `dpdk` ports: the (port, rx queue) pairs this worker polls, as
+    /// `"name:queue"`. When no worker lists any, queue q of every DPDK port
+    /// goes to worker q.
+    pub queues: Option<Vec<Spanned<String>>>,
 }
 
 /// Policy for packets whose headers do not parse.
@@ -189,8 +218,21 @@ pub struct PortCfg {
     pub tx: Option<Spanned<PathBuf>>,
     /// `af_packet`: the Linux interface (a VM's tap or veth host end).
     pub interface: Option<Spanned<String>>,
-    /// `af_packet`: receive frames for any MAC (default true).
+    /// `af_packet`, `dpdk`: receive frames for any MAC (default true).
     pub promiscuous: Option<bool>,
+    /// `dpdk`: the device: a PCI address (`0000:01:00.0`) or a vdev string
+    /// (`net_memif0,role=server,socket=/run/vm1.sock`).
+    pub device: Option<Spanned<String>>,
+    /// `dpdk`: receive queues (default 1).
+    pub rx_queues: Option<Spanned<u16>>,
+    /// `dpdk`: transmit queues (default: the number of workers).
+    pub tx_queues: Option<Spanned<u16>>,
+    /// `dpdk`: descriptors per receive queue (default 1024).
+    pub rx_descriptors: Option<Spanned<u16>>,
+    /// `dpdk`: descriptors per transmit queue (default 1024).
+    pub tx_descriptors: Option<Spanned<u16>>,
+    /// `dpdk`: MTU to set (default: the device's).
+    pub mtu: Option<Spanned<u16>>,
     /// `af_packet`: transmit straight to the driver, bypassing the qdisc (default true).
     pub qdisc_bypass: Option<bool>,
     /// `af_packet`: every worker polls this interface, PACKET_FANOUT spreading
@@ -207,6 +249,8 @@ pub enum PortKind {
     Pcap,
     /// A Linux interface through PACKET_MMAP rings, busy polled.
     AfPacket,
+    /// A DPDK ethdev (PCI NIC or vdev); needs a binary built with the `dpdk` feature.
+    Dpdk,
 }
 
 /// A MAC-learning bridge: frames go to the port their destination MAC was
@@ -582,6 +626,7 @@ impl fmt::Display for PortKind {
         match self {
             PortKind::Pcap => f.write_str("pcap"),
             PortKind::AfPacket => f.write_str("af_packet"),
+            PortKind::Dpdk => f.write_str("dpdk"),
         }
     }
 }

@@ -4,5 +4,6 @@
 
 pub mod compile;
 pub mod config;
+pub mod dpdk;
 pub mod report;
 pub mod runtime;

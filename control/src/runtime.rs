@@ -18,7 +18,7 @@ use chains::sink::vxlan::VxlanSink;
 use chains::sink::{Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainStats};
-use dataplane::packet::{Pool, PortId};
+use dataplane::packet::{Pool, PortId, ShareLimit};
 use dataplane::port::af_packet::{AfPacketConfig, AfPacketPort};
 use dataplane::port::pcap::PcapPort;
 use dataplane::port::Port;
@@ -120,6 +120,8 @@ fn open_port(p: &PortPlan, id: PortId, rx: Option<&Path>, tx: Option<&Path>) -> 
                 .map_err(|e| RuntimeError::Port { port: p.name.clone(), message: e.to_string() })?;
             Ok(Box::new(port))
         }
+        // Opened per worker with the EAL (crate::dpdk::Dpdk::instances).
+        PortKind::Dpdk => Err(RuntimeError::Port { port: p.name.clone(), message: "dpdk ports are opened with the EAL".into() }),
     }
 }
 
@@ -280,6 +282,7 @@ fn start(
     mut extra: Vec<Box<dyn Port>>,
     spawn_threads: bool,
     strict_sinks: bool,
+    share: Option<&Arc<ShareLimit>>,
 ) -> Result<(Running, Vec<Worker<ChainSet>>), RuntimeError> {
     let names = Arc::new(Names {
         ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
@@ -308,12 +311,16 @@ fn start(
                     // The port itself, or for a fanned-out port the next worker's own instance of it.
                     slots.get_mut(p as usize).and_then(Option::take).or_else(|| {
                         let k = extra.iter().position(|x| x.id() == p)?;
-                        Some(extra.swap_remove(k))
+                        // In order: a DPDK port's instances are listed in worker order.
+                        Some(extra.remove(k))
                     })
                 })
                 .collect();
         let stats = Arc::new(WorkerStats::new(plan.ports.len(), plan.rules.len()));
-        let chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
+        let mut chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
+        if let Some(limit) = share {
+            chains = chains.with_share_limit(limit);
+        }
         chain_stats.push(chains.stats());
         let cfg = WorkerConfig { id: i, ..plan.worker.clone() };
         let w = Worker::new(cfg, mine, &plan.forwarding, Arc::clone(&table), chains, Arc::clone(&stats))
@@ -384,7 +391,18 @@ impl Running {
 pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
     let mut ports = Vec::new();
     let mut extra = Vec::new();
+    // Dropped after `running` (declared first): devices close once workers and sinks are gone.
+    #[cfg(feature = "dpdk")]
+    let dpdk = crate::dpdk::Dpdk::start(plan)?;
     for (i, p) in plan.ports.iter().enumerate() {
+        #[cfg(feature = "dpdk")]
+        if let (Some(d), Some(_)) = (&dpdk, &p.dpdk) {
+            // The first instance takes the port's slot, the other workers' follow in `extra`.
+            let mut inst = d.instances(plan, i as PortId)?.into_iter();
+            ports.extend(inst.next());
+            extra.extend(inst);
+            continue;
+        }
         ports.push(open_port(p, i as PortId, p.rx.as_deref(), p.tx.as_deref())?);
         if p.fanout {
             // Every further worker polls an instance of its own in the same fanout group.
@@ -393,7 +411,11 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
             }
         }
     }
-    let (running, _) = start(plan, ports, extra, true, false)?;
+    #[cfg(feature = "dpdk")]
+    let share = dpdk.as_ref().map(|d| d.share_limit());
+    #[cfg(not(feature = "dpdk"))]
+    let share = None;
+    let (running, _) = start(plan, ports, extra, true, false, share)?;
     let mut last = running.shared.snapshot();
     let mut last_t = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -481,7 +503,11 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
         }
     }
     // One worker owns every port, in this thread.
-    plan.workers = vec![crate::compile::WorkerPlan { core: None, ports: (0..plan.ports.len() as PortId).collect() }];
+    plan.workers = vec![crate::compile::WorkerPlan {
+        core: None,
+        ports: (0..plan.ports.len() as PortId).collect(),
+        queues: Vec::new(),
+    }];
     let mut ports = Vec::new();
     for (i, p) in plan.ports.iter().enumerate() {
         let id = i as PortId;
@@ -497,10 +523,10 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
             Some(discard)
         };
         // Offline: every port is a capture-file port, whatever its configured backend.
-        let offline = PortPlan { kind: PortKind::Pcap, fanout: false, ..p.clone() };
+        let offline = PortPlan { kind: PortKind::Pcap, fanout: false, dpdk: None, ..p.clone() };
         ports.push(open_port(&offline, id, rx, tx)?);
     }
-    let (running, mut workers) = start(plan, ports, Vec::new(), false, args.output.is_some())?;
+    let (running, mut workers) = start(plan, ports, Vec::new(), false, args.output.is_some(), None)?;
     let never = AtomicBool::new(false);
     for w in &mut workers {
         w.run_to_end(&never);

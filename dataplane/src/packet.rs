@@ -1,14 +1,23 @@
 //! Packet buffers and the pools they come from.
 //!
 //! A [`Packet`] owns one buffer and a little metadata (ingress port, receive
-//! timestamp). Buffers come from a [`Pool`] filled once at start-up; dropping
-//! a packet returns its buffer to the pool with a lock-free push, so the hot
-//! path neither allocates nor frees. The worker only uses [`Packet::data`],
-//! [`Packet::len`] and [`Packet::meta`], so another backing store (a DPDK
-//! mbuf) can stand behind the same type without changing the worker.
+//! timestamp). The buffer is either a heap buffer from a [`Pool`] filled
+//! once at start-up (dropping the packet returns it with a lock-free push,
+//! so the hot path neither allocates nor frees), or, with the `dpdk`
+//! feature, a DPDK mbuf received by a DPDK port (dropping the packet frees
+//! the mbuf). The packet keeps a data pointer, length and capacity of its
+//! own next to the backing, so [`Packet::data`] is the same branch-free
+//! slice for both; the worker only uses [`Packet::data`], [`Packet::len`]
+//! and [`Packet::meta`].
+//!
+//! An mbuf-backed packet can be shared ([`Packet::share`]): the copy is a
+//! reference-counted clone of the same mbuf, made without copying, and both
+//! are read-only while shared. Clones can be bounded by a [`ShareLimit`], so
+//! copies held by slow sinks can never take all of the receive pool's mbufs.
 
 use crossbeam_queue::ArrayQueue;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Index of a port in the dataplane's port table.
@@ -27,32 +36,157 @@ pub struct Meta {
     pub orig_len: u32,
 }
 
-/// One packet: a buffer, the length of the valid data in it, and metadata.
-pub struct Packet {
-    buf: Box<[u8]>,
-    len: u32,
-    /// Metadata: ingress port, timestamp, original length.
-    pub meta: Meta,
-    pool: Option<Arc<Pool>>,
+/// What holds a packet's bytes.
+enum Backing {
+    /// A heap buffer (a `Box<[u8]>` given up with `into_raw`), returned to
+    /// its pool on drop, or freed when it has none.
+    Heap(Option<Arc<Pool>>),
+    /// A DPDK mbuf reference, and the limit a shared clone counts against.
+    #[cfg(feature = "dpdk")]
+    Mbuf(dpdk::Segment, Option<Arc<ShareLimit>>),
+    /// Nothing: the buffer was handed on (to a DPDK transmit queue).
+    #[cfg(feature = "dpdk")]
+    Taken,
 }
 
+/// One packet: a buffer, the length of the valid data in it, and metadata.
+pub struct Packet {
+    /// First byte of the buffer's data area; valid for `cap` bytes while `backing` holds it.
+    ptr: NonNull<u8>,
+    len: u32,
+    cap: u32,
+    /// Metadata: ingress port, timestamp, original length.
+    pub meta: Meta,
+    backing: Backing,
+}
+
+// SAFETY: a Packet owns its buffer (a heap box, or one mbuf reference whose
+// count DPDK updates atomically); the raw pointer only points into it, so
+// moving the packet to another thread moves that ownership with it.
+#[allow(unsafe_code)]
+unsafe impl Send for Packet {}
+// SAFETY: through &Packet the bytes are only read; writes need &mut Packet
+// and are refused while an mbuf is shared (see `room`).
+#[allow(unsafe_code)]
+unsafe impl Sync for Packet {}
+
 impl Packet {
+    /// A packet over a heap buffer given up by `Box::into_raw`.
+    fn from_box(buf: Box<[u8]>, len: usize, meta: Meta, pool: Option<Arc<Pool>>) -> Packet {
+        let cap = buf.len() as u32;
+        let raw = Box::into_raw(buf) as *mut u8;
+        // SAFETY: Box::into_raw never returns null (a dangling, non-null pointer for an empty box).
+        #[allow(unsafe_code)]
+        let ptr = unsafe { NonNull::new_unchecked(raw) };
+        Packet { ptr, len: len.min(cap as usize) as u32, cap, meta, backing: Backing::Heap(pool) }
+    }
+
     /// A packet holding a copy of `bytes` in a buffer of its own (allocates:
     /// for tests, set-up and slow paths, never the worker).
     pub fn from_slice(bytes: &[u8], meta: Meta) -> Packet {
-        Packet { buf: bytes.into(), len: bytes.len() as u32, meta, pool: None }
+        Packet::from_box(bytes.into(), bytes.len(), meta, None)
+    }
+
+    /// A packet over a received (or freshly allocated) mbuf, without copying.
+    #[cfg(feature = "dpdk")]
+    #[inline]
+    pub fn from_mbuf(seg: dpdk::Segment, meta: Meta) -> Packet {
+        let (ptr, len, cap) = (seg.data(), seg.len(), seg.room());
+        Packet { ptr, len, cap, meta, backing: Backing::Mbuf(seg, None) }
+    }
+
+    /// A reference-counted clone of an mbuf-backed packet: the same bytes,
+    /// no copy, read-only (capacity 0) like the original while both live.
+    /// `None` for heap packets (always, without the `dpdk` feature), and
+    /// when `limit` has no room: the caller then copies instead.
+    #[inline]
+    pub fn share(&self, limit: Option<&Arc<ShareLimit>>) -> Option<Packet> {
+        #[cfg(feature = "dpdk")]
+        if let Backing::Mbuf(seg, _) = &self.backing {
+            if let Some(l) = limit {
+                if !l.acquire() {
+                    return None;
+                }
+            }
+            let backing = Backing::Mbuf(seg.share(), limit.cloned());
+            return Some(Packet { ptr: self.ptr, len: self.len, cap: 0, meta: self.meta, backing });
+        }
+        let _ = limit;
+        None
+    }
+
+    /// True when the bytes are in a DPDK mbuf.
+    #[cfg(feature = "dpdk")]
+    #[inline]
+    pub fn is_mbuf(&self) -> bool {
+        matches!(self.backing, Backing::Mbuf(..))
+    }
+
+    /// The mbuf and the packet's length, for a DPDK transmit queue; the
+    /// packet itself back when it is not mbuf-backed (it must be copied).
+    #[cfg(feature = "dpdk")]
+    #[inline]
+    pub fn into_segment(mut self) -> Result<(dpdk::Segment, u32), Packet> {
+        if !self.is_mbuf() {
+            return Err(self);
+        }
+        match std::mem::replace(&mut self.backing, Backing::Taken) {
+            Backing::Mbuf(seg, limit) => {
+                // The clone leaves the copy budget for the device's ring, which is sized apart.
+                if let Some(l) = limit {
+                    l.release();
+                }
+                Ok((seg, self.len))
+            }
+            _ => unreachable!("checked above"),
+        }
     }
 
     /// The packet's bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
+        // SAFETY: ptr is valid for cap >= len bytes while the backing is
+        // held, and &self keeps it; nobody writes them meanwhile (writes need
+        // &mut and an unshared buffer).
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr(), self.len as usize)
+        }
     }
 
-    /// The packet's bytes, writable.
+    /// Bytes that may be written: the capacity, or 0 while an mbuf is
+    /// shared with a clone (its bytes are then read-only).
+    #[inline]
+    fn room(&self) -> usize {
+        match &self.backing {
+            Backing::Heap(_) => self.cap as usize,
+            #[cfg(feature = "dpdk")]
+            Backing::Mbuf(seg, _) if !seg.mbuf().is_shared() => self.cap as usize,
+            #[cfg(feature = "dpdk")]
+            _ => 0,
+        }
+    }
+
+    /// The writable buffer, `room()` bytes long.
+    #[inline]
+    fn buf_mut(&mut self) -> &mut [u8] {
+        let room = self.room();
+        // SAFETY: ptr is valid for cap >= room bytes, we hold &mut self, and
+        // room is 0 when the bytes are shared with another handle.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.as_ptr(), room)
+        }
+    }
+
+    /// The packet's bytes, writable (empty while an mbuf is shared: shared
+    /// bytes are read-only).
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[..self.len as usize]
+        let len = self.len as usize;
+        let buf = self.buf_mut();
+        let n = len.min(buf.len());
+        &mut buf[..n]
     }
 
     /// Length of the valid data.
@@ -77,18 +211,19 @@ impl Packet {
         }
     }
 
-    /// Size of the buffer.
+    /// Size of the buffer (0 for a shared clone, which cannot be written).
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.buf.len()
+        self.cap as usize
     }
 
     /// Replaces the content with `bytes`, truncated to the buffer's capacity.
     /// Returns the number of bytes stored.
     #[inline]
     pub fn fill_from(&mut self, bytes: &[u8]) -> usize {
-        let n = bytes.len().min(self.buf.len());
-        self.buf[..n].copy_from_slice(&bytes[..n]);
+        let buf = self.buf_mut();
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
         self.len = n as u32;
         n
     }
@@ -98,8 +233,9 @@ impl Packet {
     #[inline]
     pub fn fill_from2(&mut self, a: &[u8], b: &[u8]) -> usize {
         let n = self.fill_from(a);
-        let m = b.len().min(self.buf.len() - n);
-        self.buf[n..n + m].copy_from_slice(&b[..m]);
+        let buf = self.buf_mut();
+        let m = b.len().min(buf.len() - n);
+        buf[n..n + m].copy_from_slice(&b[..m]);
         self.len = (n + m) as u32;
         n + m
     }
@@ -109,8 +245,10 @@ impl Packet {
     #[inline]
     pub fn extend_from(&mut self, bytes: &[u8]) -> usize {
         let at = self.len as usize;
-        let m = bytes.len().min(self.buf.len() - at);
-        self.buf[at..at + m].copy_from_slice(&bytes[..m]);
+        let buf = self.buf_mut();
+        let at = at.min(buf.len());
+        let m = bytes.len().min(buf.len() - at);
+        buf[at..at + m].copy_from_slice(&bytes[..m]);
         self.len = (at + m) as u32;
         m
     }
@@ -126,17 +264,74 @@ impl Packet {
 
 impl Drop for Packet {
     fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            // Taking the box leaves an empty one behind, which owns no memory.
-            let buf = std::mem::take(&mut self.buf);
-            pool.give_back(buf);
+        #[cfg(feature = "dpdk")]
+        if let Backing::Mbuf(_, Some(limit)) = &self.backing {
+            limit.release();
         }
+        // Without the dpdk feature the heap is the only backing.
+        #[allow(irrefutable_let_patterns)]
+        if let Backing::Heap(pool) = &mut self.backing {
+            let pool = pool.take();
+            let raw = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.cap as usize);
+            // SAFETY: ptr/cap came from Box::into_raw of a Box<[u8]> of cap
+            // bytes (from_box) and the box is rebuilt exactly once, here.
+            #[allow(unsafe_code)]
+            let buf = unsafe { Box::from_raw(raw) };
+            if let Some(pool) = pool {
+                pool.give_back(buf);
+            }
+        }
+        // An mbuf backing frees its reference as the field drops.
     }
 }
 
 impl std::fmt::Debug for Packet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Packet").field("len", &self.len).field("meta", &self.meta).finish()
+    }
+}
+
+/// A bound on outstanding shared clones ([`Packet::share`]) of received
+/// mbufs. Every clone a sink holds keeps an mbuf out of the receive pool; the
+/// limit keeps enough of the pool for receiving, so slow sinks lose copies
+/// (counted by the caller) and never make a port drop originals.
+#[derive(Debug)]
+pub struct ShareLimit {
+    out: AtomicUsize,
+    max: usize,
+}
+
+impl ShareLimit {
+    /// At most `max` clones out at once (0: never share).
+    pub fn new(max: usize) -> Arc<ShareLimit> {
+        Arc::new(ShareLimit { out: AtomicUsize::new(0), max })
+    }
+
+    /// Takes a slot; false when all are taken.
+    #[inline]
+    pub fn acquire(&self) -> bool {
+        if self.out.fetch_add(1, Ordering::Relaxed) < self.max {
+            true
+        } else {
+            self.out.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Gives a slot back.
+    #[inline]
+    pub fn release(&self) {
+        self.out.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Clones out now.
+    pub fn outstanding(&self) -> usize {
+        self.out.load(Ordering::Relaxed)
+    }
+
+    /// The bound.
+    pub fn max(&self) -> usize {
+        self.max
     }
 }
 
@@ -186,7 +381,7 @@ impl Pool {
     #[inline]
     pub fn alloc(self: &Arc<Self>) -> Option<Packet> {
         match self.free.pop() {
-            Some(buf) => Some(Packet { buf, len: 0, meta: Meta::default(), pool: Some(Arc::clone(self)) }),
+            Some(buf) => Some(Packet::from_box(buf, 0, Meta::default(), Some(Arc::clone(self)))),
             None => {
                 self.empty.fetch_add(1, Ordering::Relaxed);
                 None
@@ -251,5 +446,31 @@ mod tests {
         assert_eq!(p.data(), &[9, 9]);
         p.meta.orig_len = 10;
         assert_eq!(p.wire_len(), 10);
+    }
+
+    #[test]
+    fn share_limit_bounds_slots() {
+        let l = ShareLimit::new(2);
+        assert!(l.acquire() && l.acquire());
+        assert!(!l.acquire());
+        assert_eq!(l.outstanding(), 2);
+        l.release();
+        assert!(l.acquire());
+        assert_eq!((l.outstanding(), l.max()), (2, 2));
+    }
+
+    #[test]
+    fn heap_packets_free_their_buffers() {
+        let p = Packet::from_slice(&[1, 2, 3], Meta::default());
+        assert_eq!((p.data(), p.capacity()), (&[1u8, 2, 3][..], 3));
+        drop(p);
+        let e = Packet::from_slice(&[], Meta::default());
+        assert!(e.is_empty());
+        let pool = Pool::new(1, 8);
+        let mut q = pool.alloc().unwrap();
+        assert_eq!(q.fill_from2(&[1, 2, 3, 4, 5], &[6, 7, 8, 9]), 8);
+        assert_eq!(q.extend_from(&[10]), 0);
+        q.data_mut()[0] = 42;
+        assert_eq!(q.data()[..2], [42, 2]);
     }
 }

@@ -151,7 +151,11 @@ impl Sink for PortSink {
     }
 
     fn write(&mut self, rec: &CopyRecord, _names: &Names) -> Result<(), SinkError> {
-        let pkt = match self.frame(rec) {
+        // An untagged copy in an mbuf goes out as another reference to it:
+        // on a DPDK tool port without any copy. (The queue held this copy
+        // within the copy budget; the port's ring it now goes to is sized apart.)
+        let shared = if self.tag.is_none() { rec.pkt.share(None) } else { None };
+        let pkt = match shared.map_or_else(|| self.frame(rec), Ok) {
             Ok(pkt) => pkt,
             Err(e) => {
                 // One copy that cannot go (too big once tagged, no buffer): lost, the port is fine.

@@ -5,19 +5,29 @@
 //! (stripped, sliced) and the metadata into it, and pushes it on the sink's
 //! bounded queue: O(copy length) work, no allocation, no blocking.
 //!
+//! An original in a DPDK mbuf whose copy is the whole packet (no slice, no
+//! strip) is not copied: the copy is a reference-counted clone of the mbuf
+//! ([`Packet::share`]), O(1). Clones count against a [`ShareLimit`] (see
+//! [`CopyStage::set_share_limit`]) that keeps enough mbufs for receiving;
+//! past it, copies are made into the copy pool as for any other packet.
+//! Partial copies (slice, strip) always go to the copy pool: they never take
+//! an mbuf away from receiving.
+//!
 //! Counters: `input` (packets), `output` (copies enqueued), `dropped` (no
 //! copy buffer free, or the sink's queue full), `errors` (the sink is down:
 //! the copy is not made).
 
 use super::{CopyPlan, StageCounters, StageIn};
 use crate::sink::{CopyRecord, SinkQueue};
-use dataplane::packet::Pool;
+use dataplane::packet::{Packet, Pool, ShareLimit};
 use std::sync::Arc;
 
 /// The runtime form of a `copy` stage in one worker.
 pub struct CopyStage {
     targets: Box<[Target]>,
     pool: Arc<Pool>,
+    /// Bound on outstanding mbuf clones; `None`: never clone, always copy.
+    share: Option<Arc<ShareLimit>>,
 }
 
 /// One sink of a copy stage, as this worker sees it.
@@ -41,8 +51,20 @@ pub struct CopyOutcome {
 impl CopyStage {
     /// A stage copying to `targets`, with buffers from `pool`.
     pub fn new(targets: Vec<Arc<SinkQueue>>, pool: Arc<Pool>) -> CopyStage {
-        CopyStage { targets: targets.into_iter().map(|queue| Target { queue, congested: false }).collect(), pool }
+        CopyStage {
+            targets: targets.into_iter().map(|queue| Target { queue, congested: false }).collect(),
+            pool,
+            share: None,
+        }
     }
+
+    /// Lets whole-packet copies of mbuf-backed originals be refcount clones,
+    /// at most `limit.max()` outstanding across every stage sharing it.
+    pub fn set_share_limit(&mut self, limit: Arc<ShareLimit>) {
+        self.share = Some(limit);
+    }
+
+
 
     /// Makes the copies `plan` describes of `s.pkt`, one per target.
     #[inline]
@@ -61,11 +83,10 @@ impl CopyStage {
                 c.dropped.add(1);
                 continue;
             }
-            let Some(mut copy) = self.pool.alloc() else {
+            let Some(mut copy) = make(&self.pool, self.share.as_ref(), pkt, plan) else {
                 c.dropped.add(1);
                 continue;
             };
-            plan.fill(pkt, &mut copy);
             copy.meta = pkt.meta;
             copy.meta.orig_len = plan.image_len(pkt) as u32;
             if copy.meta.ts_ns == 0 {
@@ -86,4 +107,20 @@ impl CopyStage {
         }
         out
     }
+}
+
+/// The copy `plan` describes of `pkt`: a clone when `share` allows one and
+/// the copy is whole, else a buffer from `pool`; `None` when neither is free.
+#[inline]
+fn make(pool: &Arc<Pool>, share: Option<&Arc<ShareLimit>>, pkt: &Packet, plan: &CopyPlan) -> Option<Packet> {
+    if let Some(limit) = share {
+        if plan.is_whole(pkt) {
+            if let Some(clone) = pkt.share(Some(limit)) {
+                return Some(clone);
+            }
+        }
+    }
+    let mut copy = pool.alloc()?;
+    plan.fill(pkt, &mut copy);
+    Some(copy)
 }

@@ -86,6 +86,13 @@ impl CopyPlan {
         }
     }
 
+    /// True when the copy is the whole packet, unchanged (no start, no hole,
+    /// no cut): a clone of it needs no copying.
+    #[inline]
+    pub fn is_whole(&self, pkt: &Packet) -> bool {
+        self.start == 0 && self.hole.0 >= self.hole.1 && self.snaplen as usize >= pkt.len()
+    }
+
     /// Length of the copy's image before the snap length (its "wire" length).
     #[inline]
     pub fn image_len(&self, pkt: &Packet) -> usize {

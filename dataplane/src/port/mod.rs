@@ -4,9 +4,12 @@
 //! own counters. Backends live side by side in this module:
 //! [`mem`] (in-process rings for tests and the benchmark harness),
 //! [`pcap`] (a capture file as input, a capture file as output) and
-//! [`af_packet`] (Linux interfaces through PACKET_MMAP rings, busy polled).
+//! [`af_packet`] (Linux interfaces through PACKET_MMAP rings, busy polled)
+//! and, with the `dpdk` feature, [`dpdk`] (every DPDK ethdev).
 
 pub mod af_packet;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod mem;
 pub mod pcap;
 
