@@ -171,6 +171,20 @@ start_dut() {
   dut_pid=$!
 }
 
+# Waits (at most 60 s) until the generator receives traffic back: the device
+# under test has started (EAL, memory, memif handshake) and forwards.
+wait_traffic() {
+  local i
+  for i in $(seq 600); do
+    awk '/Rx-pps:/ && $2 > 0 { found = 1 } END { exit !found }' "$1" && return 0
+    kill -0 "$dut_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "bench-memif: no traffic came back within 60 s; the device under test said:" >&2
+  tail -20 "$work/dut-$name.txt" >&2
+  exit 1
+}
+
 # The generator's received Mpps: per stats block, Rx-pps of both ports summed;
 # blocks before traffic (zero) and the first one with traffic (partial) are
 # skipped; the median of the rest.
@@ -186,10 +200,16 @@ for name in "${scenarios[@]}"; do
   echo "== $name: ${secs}s, $flows flows, generator core 0, device under test core 1"
   start_generator "$name"
   start_dut "$name"
-  sleep $((secs + 3))
-  # The device first: a testpmd whose memif peer has gone may crash on exit.
-  stop_pid "$dut_pid"
-  stop_pid "$gen_pid"
+  wait_traffic "$work/gen-$name.txt"
+  sleep $((secs + 1))
+  # The generator first, then the device under test, which must cope with
+  # its peer going away. (testpmd 22.11 as a memif device whose peer has
+  # gone may crash on exit, after its work is done; bash's report of that
+  # goes to the log, not the terminal.)
+  {
+    stop_pid "$gen_pid"
+    stop_pid "$dut_pid"
+  } 2>>"$work/dut-$name.txt"
   mpps[$name]=$(rx_mpps "$work/gen-$name.txt")
   offered=$(awk '/Tx-pps:/ { s += $2; n++; if (n % 2 == 0) { print s; s = 0 } }' "$work/gen-$name.txt" |
     awk '$1 > 0' | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (NR ? v[int((NR + 1) / 2)] : 0) / 1e6 }')
