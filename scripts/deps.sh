@@ -5,8 +5,10 @@ set -euo pipefail
 
 want=(pkg-config)
 command -v tshark >/dev/null 2>&1 || want+=(tshark)
+# DPDK 22.11 LTS: the library and headers (the `dpdk` cargo feature, found with
+# pkg-config) for the tests, testpmd for the benchmarks.
 case "${1:-test}" in
-  bench) command -v dpdk-testpmd >/dev/null 2>&1 || want+=(dpdk dpdk-dev) ;;
+  test | bench) want+=(dpdk dpdk-dev libdpdk-dev) ;;
 esac
 # The VM lab (demo, tests, lab benchmark): namespaces, ping, iperf3, python3.
 case "${1:-test}" in

@@ -5,11 +5,11 @@
 //! overlap) and produces a [`Plan`]: the dataplane's and the chains' own
 //! structures, immutable, with no trace of YAML left.
 
-use crate::dpdk::{DpdkPlan, DpdkPortPlan};
 use crate::config::{
     ActionCfg, Config, ConfigError, FsyncCfg, MalformedCfg, MatchCfg, OnFailureCfg, PortKind, Pos, RuleCfg, SamplePer,
     SinkCfg, SinkKind, StageCfg, StripCfg,
 };
+use crate::dpdk::{DpdkPlan, DpdkPortPlan};
 use chains::stage::{StageSpec, StripLayer};
 use chains::{ChainSpec, OnFailure};
 use dataplane::classifier::{Action, Match, Rule, RuleError, RuleSet};
@@ -294,8 +294,10 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
                 only("rx", p.rx.is_some())?;
                 only("tx", p.tx.is_some())?;
                 if p.interface.is_none() {
-                    return Err(Pos::of(&p.kind, format!("ports[{i}].type"))
-                        .error(file, format!("af_packet port `{}` needs `interface` (a Linux interface name)", p.name.value)));
+                    return Err(Pos::of(&p.kind, format!("ports[{i}].type")).error(
+                        file,
+                        format!("af_packet port `{}` needs `interface` (a Linux interface name)", p.name.value),
+                    ));
                 }
             }
             PortKind::Pcap => {
@@ -365,23 +367,29 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     let mut bridges = Vec::new();
     for (i, b) in cfg.bridges.iter().enumerate() {
         if b.ports.value.len() < 2 {
-            return Err(Pos::of(&b.ports, format!("bridges[{i}].ports")).error(file, "a bridge joins at least two ports"));
+            return Err(
+                Pos::of(&b.ports, format!("bridges[{i}].ports")).error(file, "a bridge joins at least two ports")
+            );
         }
         let mut members = Vec::new();
         for (j, p) in b.ports.value.iter().enumerate() {
             let field = format!("bridges[{i}].ports[{j}]");
             let id = lookup(&port_ix, p, field.clone(), file, "port")?;
             if let Some(l) = linked.get(&id) {
-                return Err(Pos::of(p, field).error(file, format!("port `{}` is in links[{l}]; a port is in one link or one bridge", p.value)));
+                return Err(Pos::of(p, field)
+                    .error(file, format!("port `{}` is in links[{l}]; a port is in one link or one bridge", p.value)));
             }
-            if members.contains(&(id as PortId)) || bridges.iter().any(|x: &BridgePlan| x.ports.contains(&(id as PortId))) {
+            if members.contains(&(id as PortId))
+                || bridges.iter().any(|x: &BridgePlan| x.ports.contains(&(id as PortId)))
+            {
                 return Err(Pos::of(p, field).error(file, format!("port `{}` is already in a bridge", p.value)));
             }
             members.push(id as PortId);
         }
         let ageing = match &b.ageing_seconds {
             Some(a) if !(a.value > 0.0 && a.value.is_finite()) => {
-                return Err(Pos::of(a, format!("bridges[{i}].ageing_seconds")).error(file, "must be a positive number of seconds"))
+                return Err(Pos::of(a, format!("bridges[{i}].ageing_seconds"))
+                    .error(file, "must be a positive number of seconds"))
             }
             Some(a) => Duration::from_secs_f64(a.value),
             None => Duration::from_secs(300),
@@ -397,7 +405,13 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         links.clone(),
         bridges.iter().map(|b| BridgeConfig { ageing: b.ageing, ..BridgeConfig::new(b.ports.clone()) }).collect(),
     )
-    .map_err(|e| ConfigError { file: file.into(), line: 0, column: 0, field: "bridges".into(), message: e.to_string() })?;
+    .map_err(|e| ConfigError {
+        file: file.into(),
+        line: 0,
+        column: 0,
+        field: "bridges".into(),
+        message: e.to_string(),
+    })?;
 
     // Sinks.
     let sink_ix =
@@ -498,7 +512,8 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         // A unit with DPDK ports goes to the workers polling their queues: each
         // transmits on a queue of its own, so all of them can forward to any port of the unit.
         if ids.iter().any(|&p| ports[p as usize].dpdk.is_some()) {
-            let owners: Vec<usize> = (0..n).filter(|&w| workers[w].queues.iter().any(|(p, _)| ids.contains(p))).collect();
+            let owners: Vec<usize> =
+                (0..n).filter(|&w| workers[w].queues.iter().any(|(p, _)| ids.contains(p))).collect();
             if owners.len() > 1 {
                 if let Some(&other) = ids.iter().find(|&&p| ports[p as usize].dpdk.is_none()) {
                     let o = other as usize;
@@ -523,7 +538,10 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             let first = ids.iter().find(|&&p| !ports[p as usize].fanout).copied().unwrap_or(ids[0]) as usize;
             return Err(Pos::of(&cfg.ports[first].name, format!("ports[{first}].fanout")).error(
                 file,
-                format!("ports {} are linked or bridged together: give all of them `fanout: true` or none", names.join(", ")),
+                format!(
+                    "ports {} are linked or bridged together: give all of them `fanout: true` or none",
+                    names.join(", ")
+                ),
             ));
         } else {
             workers[unit % n].ports.extend(ids);
@@ -550,7 +568,11 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         let users = workers.iter().filter(|w| w.ports.contains(&(p as PortId))).count();
         if users > d.tx_queues as usize {
             let pc = &cfg.ports[p];
-            let pos = pc.tx_queues.as_ref().map(|t| Pos::of(t, format!("ports[{p}].tx_queues"))).unwrap_or_else(|| Pos::of(&pc.kind, format!("ports[{p}].type")));
+            let pos = pc
+                .tx_queues
+                .as_ref()
+                .map(|t| Pos::of(t, format!("ports[{p}].tx_queues")))
+                .unwrap_or_else(|| Pos::of(&pc.kind, format!("ports[{p}].type")));
             return Err(pos.error(file, format!("{users} workers transmit on port `{}`, each on a tx queue of its own: tx_queues must be at least {users}", plan.name)));
         }
     }
@@ -992,7 +1014,7 @@ mod tests {
         assert_eq!(plan.ports.len(), 2);
         assert_eq!(plan.links.peer(0), Some(1));
         assert_eq!(plan.rules.len(), 1);
-        assert_eq!(plan.workers, vec![WorkerPlan { core: None, ports: vec![0, 1] }]);
+        assert_eq!(plan.workers, vec![WorkerPlan { core: None, ports: vec![0, 1], queues: vec![] }]);
         assert_eq!(plan.chains[0].stages, vec![StageSpec::Copy { to: vec![0] }]);
     }
 

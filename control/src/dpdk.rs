@@ -88,7 +88,12 @@ const NO_DPDK: &str =
 
 /// Checks the DPDK fields of port `i` and compiles a `type: dpdk` port.
 /// `workers` is the default transmit queue count.
-pub(crate) fn compile_port(p: &PortCfg, i: usize, file: &str, workers: usize) -> Result<Option<DpdkPortPlan>, ConfigError> {
+pub(crate) fn compile_port(
+    p: &PortCfg,
+    i: usize,
+    file: &str,
+    workers: usize,
+) -> Result<Option<DpdkPortPlan>, ConfigError> {
     let dpdk_only = [
         ("device", p.device.is_some()),
         ("rx_queues", p.rx_queues.is_some()),
@@ -99,7 +104,8 @@ pub(crate) fn compile_port(p: &PortCfg, i: usize, file: &str, workers: usize) ->
     ];
     if p.kind.value != PortKind::Dpdk {
         if let Some((what, _)) = dpdk_only.iter().find(|(_, present)| *present) {
-            return Err(at_kind(p, i).error(file, format!("`{what}` does not apply to {} ports (only to dpdk ports)", p.kind.value)));
+            return Err(at_kind(p, i)
+                .error(file, format!("`{what}` does not apply to {} ports (only to dpdk ports)", p.kind.value)));
         }
         return Ok(None);
     }
@@ -123,7 +129,10 @@ pub(crate) fn compile_port(p: &PortCfg, i: usize, file: &str, workers: usize) ->
     let Some(dev) = &p.device else {
         return Err(at_kind(p, i).error(
             file,
-            format!("dpdk port `{}` needs `device`: a PCI address (0000:01:00.0) or a vdev (net_memif0,role=server,...)", p.name.value),
+            format!(
+                "dpdk port `{}` needs `device`: a PCI address (0000:01:00.0) or a vdev (net_memif0,role=server,...)",
+                p.name.value
+            ),
         ));
     };
     let pci = device_is_pci(&dev.value).map_err(|m| Pos::of(dev, format!("ports[{i}].device")).error(file, m))?;
@@ -197,10 +206,16 @@ pub(crate) fn assign_queues(
             }
             let qn: u16 = num.parse().map_err(|_| err(format!("queue `{num}` is not a number")))?;
             if qn >= plan.rx_queues {
-                return Err(err(format!("port `{name}` has {} rx queues (0..={}); there is no queue {qn}", plan.rx_queues, plan.rx_queues - 1)));
+                return Err(err(format!(
+                    "port `{name}` has {} rx queues (0..={}); there is no queue {qn}",
+                    plan.rx_queues,
+                    plan.rx_queues - 1
+                )));
             }
             if let Some(prev) = owner.insert((p, qn), w) {
-                return Err(err(format!("queue {name}:{qn} is already polled by worker {prev}; a queue has one worker")));
+                return Err(err(format!(
+                    "queue {name}:{qn} is already polled by worker {prev}; a queue has one worker"
+                )));
             }
             map[w].push((p as PortId, qn));
         }
@@ -214,7 +229,12 @@ pub(crate) fn assign_queues(
         for q in 0..plan.rx_queues {
             if listed {
                 if !owner.contains_key(&(p, q)) {
-                    return Err(Pos::of(&pc.name, format!("ports[{p}]")).error(
+                    let pos = pc
+                        .rx_queues
+                        .as_ref()
+                        .map(|r| Pos::of(r, format!("ports[{p}].rx_queues")))
+                        .unwrap_or_else(|| Pos::of(&pc.name, format!("ports[{p}].name")));
+                    return Err(pos.error(
                         file,
                         format!("rx queue {q} of dpdk port `{}` is polled by no worker: list `{}:{q}` in a worker's `queues`", pc.name.value, pc.name.value),
                     ));
@@ -222,10 +242,18 @@ pub(crate) fn assign_queues(
             } else if (q as usize) < map.len() {
                 map[q as usize].push((p as PortId, q));
             } else {
-                let pos = pc.rx_queues.as_ref().map(|r| Pos::of(r, format!("ports[{p}].rx_queues"))).unwrap_or_else(|| at_kind(pc, p));
+                let pos = pc
+                    .rx_queues
+                    .as_ref()
+                    .map(|r| Pos::of(r, format!("ports[{p}].rx_queues")))
+                    .unwrap_or_else(|| at_kind(pc, p));
                 return Err(pos.error(
                     file,
-                    format!("{} rx queues but {} workers: queue q goes to worker q unless workers list their `queues`", plan.rx_queues, map.len()),
+                    format!(
+                        "{} rx queues but {} workers: queue q goes to worker q unless workers list their `queues`",
+                        plan.rx_queues,
+                        map.len()
+                    ),
                 ));
             }
         }
@@ -258,7 +286,8 @@ pub(crate) fn compile_section(
     let file_prefix = d.and_then(|d| d.file_prefix.as_ref());
     if let Some(fp) = file_prefix {
         if fp.value.is_empty() || !fp.value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(Pos::of(fp, "dpdk.file_prefix").error(file, "must be letters, digits, `-`, `_` or `.` (it names files and directories)"));
+            return Err(Pos::of(fp, "dpdk.file_prefix")
+                .error(file, "must be letters, digits, `-`, `_` or `.` (it names files and directories)"));
         }
     }
     let memory_mb = d.and_then(|d| d.memory_mb.as_ref());
@@ -270,15 +299,24 @@ pub(crate) fn compile_section(
     let mbuf_cache = d.and_then(|d| d.mbuf_cache.as_ref());
     if let Some(c) = mbuf_cache {
         if c.value > MAX_CACHE {
-            return Err(Pos::of(c, "dpdk.mbuf_cache").error(file, format!("must be at most {MAX_CACHE} (DPDK's limit)")));
+            return Err(
+                Pos::of(c, "dpdk.mbuf_cache").error(file, format!("must be at most {MAX_CACHE} (DPDK's limit)"))
+            );
         }
     }
     let cache = mbuf_cache.map_or(DEFAULT_CACHE, |c| c.value);
     let mbufs = d.and_then(|d| d.mbufs.as_ref());
     // Rings full of mbufs, a cache per lcore (workers, sink threads, control; DPDK lets a cache hold
     // 1.5 times its size), and a burst per worker in flight: receiving needs all of them at once.
-    let rings: u64 = ports.iter().flatten().map(|p| u64::from(p.rx_queues) * u64::from(p.rx_descriptors) + u64::from(p.tx_queues) * u64::from(p.tx_descriptors)).sum();
-    let reserved = rings + (workers + sinks + 1) as u64 * u64::from(cache) * 3 / 2 + workers as u64 * 2 * dataplane::BURST as u64;
+    let rings: u64 = ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            u64::from(p.rx_queues) * u64::from(p.rx_descriptors) + u64::from(p.tx_queues) * u64::from(p.tx_descriptors)
+        })
+        .sum();
+    let reserved =
+        rings + (workers + sinks + 1) as u64 * u64::from(cache) * 3 / 2 + workers as u64 * 2 * dataplane::BURST as u64;
     let count = mbufs.map_or(DEFAULT_MBUFS, |m| m.value);
     if u64::from(count) <= reserved {
         let msg = format!("{count} mbufs cannot fill the rings and caches, which hold up to {reserved}: raise dpdk.mbufs or lower descriptors");
@@ -402,11 +440,15 @@ mod running {
             for w in plan.workers.iter().filter(|w| w.ports.contains(&id)) {
                 let rx: Vec<u16> = w.queues.iter().filter(|(p, _)| *p == id).map(|&(_, q)| q).collect();
                 let tx = out.len() as u16;
-                let port = DpdkPort::new(name, id, dev, &rx, tx, Arc::clone(&self.pool), tx == 0).map_err(|e| port_err(name, e))?;
+                let port = DpdkPort::new(name, id, dev, &rx, tx, Arc::clone(&self.pool), tx == 0)
+                    .map_err(|e| port_err(name, e))?;
                 out.push(Box::new(port));
             }
             if out.is_empty() {
-                out.push(Box::new(DpdkPort::new(name, id, dev, &[], 0, Arc::clone(&self.pool), true).map_err(|e| port_err(name, e))?));
+                out.push(Box::new(
+                    DpdkPort::new(name, id, dev, &[], 0, Arc::clone(&self.pool), true)
+                        .map_err(|e| port_err(name, e))?,
+                ));
             }
             Ok(out)
         }
@@ -418,7 +460,9 @@ mod running {
             self.devices.clear();
             let (free, all) = (self.pool.available(), self.pool.capacity());
             if free == all {
-                log::info!("dpdk: ports stopped and closed; mempool full again ({free} of {all} mbufs); EAL cleaned up");
+                log::info!(
+                    "dpdk: ports stopped and closed; mempool full again ({free} of {all} mbufs); EAL cleaned up"
+                );
             } else {
                 log::error!("dpdk: {} of {all} mbufs not returned at shutdown (leak)", all - free);
             }

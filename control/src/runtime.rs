@@ -121,7 +121,9 @@ fn open_port(p: &PortPlan, id: PortId, rx: Option<&Path>, tx: Option<&Path>) -> 
             Ok(Box::new(port))
         }
         // Opened per worker with the EAL (crate::dpdk::Dpdk::instances).
-        PortKind::Dpdk => Err(RuntimeError::Port { port: p.name.clone(), message: "dpdk ports are opened with the EAL".into() }),
+        PortKind::Dpdk => {
+            Err(RuntimeError::Port { port: p.name.clone(), message: "dpdk ports are opened with the EAL".into() })
+        }
     }
 }
 
@@ -146,7 +148,9 @@ fn open_sinks(plan: &Plan, slots: &mut [Option<Box<dyn Port>>], strict: bool) ->
                 })?;
                 let counters = Arc::new(PortCounters::default());
                 tool_counters.push((*port, Arc::clone(&counters)));
-                Box::new(PortSink::new(&s.name, p, *vlan, Pool::new(TOOL_PORT_BUFFERS, MAX_FRAME)).with_counters(counters))
+                Box::new(
+                    PortSink::new(&s.name, p, *vlan, Pool::new(TOOL_PORT_BUFFERS, MAX_FRAME)).with_counters(counters),
+                )
             }
             target => {
                 let mut open = reopener(s.name.clone(), target.clone());
@@ -183,7 +187,9 @@ fn describe(t: &SinkTarget) -> String {
     match t {
         SinkTarget::Pcapng { path, .. } => path.display().to_string(),
         SinkTarget::Port { port, .. } => format!("tool port {port}"),
-        SinkTarget::Erspan { remote, .. } | SinkTarget::Gre { remote } => format!("{}{}", remote.destination, from(remote)),
+        SinkTarget::Erspan { remote, .. } | SinkTarget::Gre { remote } => {
+            format!("{}{}", remote.destination, from(remote))
+        }
         SinkTarget::Vxlan { remote, dst_port, .. } => format!("{}:{dst_port}{}", remote.destination, from(remote)),
     }
 }
@@ -304,18 +310,18 @@ fn start(
     let mut worker_stats = Vec::new();
     let mut chain_stats = Vec::new();
     for (i, wp) in plan.workers.iter().enumerate() {
-        let mine: Vec<Box<dyn Port>> =
-            wp.ports
-                .iter()
-                .filter_map(|&p| {
-                    // The port itself, or for a fanned-out port the next worker's own instance of it.
-                    slots.get_mut(p as usize).and_then(Option::take).or_else(|| {
-                        let k = extra.iter().position(|x| x.id() == p)?;
-                        // In order: a DPDK port's instances are listed in worker order.
-                        Some(extra.remove(k))
-                    })
+        let mine: Vec<Box<dyn Port>> = wp
+            .ports
+            .iter()
+            .filter_map(|&p| {
+                // The port itself, or for a fanned-out port the next worker's own instance of it.
+                slots.get_mut(p as usize).and_then(Option::take).or_else(|| {
+                    let k = extra.iter().position(|x| x.id() == p)?;
+                    // In order: a DPDK port's instances are listed in worker order.
+                    Some(extra.remove(k))
                 })
-                .collect();
+            })
+            .collect();
         let stats = Arc::new(WorkerStats::new(plan.ports.len(), plan.rules.len()));
         let mut chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         if let Some(limit) = share {
@@ -425,7 +431,10 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
             // Exit with an error so the service manager (and the guard's bypass) can take over.
             let snap = running.stop();
             print!("{}", snap.report());
-            return Err(RuntimeError::Worker { worker: i, message: "stopped unexpectedly (panicked); its ports no longer forward".into() });
+            return Err(RuntimeError::Worker {
+                worker: i,
+                message: "stopped unexpectedly (panicked); its ports no longer forward".into(),
+            });
         }
         if let Some(iv) = plan.stats_interval {
             if last_t.elapsed() >= iv {
@@ -472,7 +481,10 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
     };
     for (flag, p) in [("--output", &args.output), ("--forwarded", &args.forwarded)] {
         if p.as_deref().is_some_and(same) {
-            return Err(RuntimeError::Usage(format!("{flag} names the input capture {}; it would be overwritten", args.input.display())));
+            return Err(RuntimeError::Usage(format!(
+                "{flag} names the input capture {}; it would be overwritten",
+                args.input.display()
+            )));
         }
     }
     let out_id = plan.links.peer(in_id);

@@ -1448,5 +1448,9 @@ fn replay_protects_its_input_and_discards_unwanted_output() {
     assert_eq!(std::fs::read(&input).unwrap(), std::fs::read(sample()).unwrap(), "the input is untouched");
     let out = flowsteer(&[&"replay", &"-c", &demo(), &"-i", &input, &"-o", &dir.path().join("c.pcapng")]);
     out.assert_code(0);
-    assert!(total_line(&out.stdout).starts_with("total: rx 34 tx 34 ") && total_line(&out.stdout).ends_with("dropped 0"), "{}", out.stdout);
+    assert!(
+        total_line(&out.stdout).starts_with("total: rx 34 tx 34 ") && total_line(&out.stdout).ends_with("dropped 0"),
+        "{}",
+        out.stdout
+    );
 }

@@ -31,7 +31,8 @@ impl Lab {
     fn up() -> Lab {
         static N: AtomicUsize = AtomicUsize::new(0);
         // Interface names must stay within 15 bytes: `l12345a-web1`.
-        let prefix = format!("l{}{}", std::process::id() % 100_000, (b'a' + N.fetch_add(1, Ordering::Relaxed) as u8) as char);
+        let prefix =
+            format!("l{}{}", std::process::id() % 100_000, (b'a' + N.fetch_add(1, Ordering::Relaxed) as u8) as char);
         let lab = Lab { prefix };
         let out = lab.script("up");
         assert!(out.status.success(), "lab up failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -39,7 +40,11 @@ impl Lab {
     }
 
     fn script(&self, arg: &str) -> std::process::Output {
-        Command::new(root().join("scripts/lab.sh")).arg(arg).env("LAB", &self.prefix).output().expect("run scripts/lab.sh")
+        Command::new(root().join("scripts/lab.sh"))
+            .arg(arg)
+            .env("LAB", &self.prefix)
+            .output()
+            .expect("run scripts/lab.sh")
     }
 
     fn ns(&self, vm: &str) -> String {
@@ -49,7 +54,11 @@ impl Lab {
     /// Runs a command inside a VM; returns (success, stdout, stderr).
     fn exec(&self, vm: &str, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("ip").args(["netns", "exec", &self.ns(vm)]).args(args).output().expect("ip netns exec");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Starts a command inside a VM in the background.
@@ -266,7 +275,10 @@ fn busy_poll_lab_survives_an_interface_flap() {
     assert!(lab.ping("web1", "10.77.0.21"), "traffic resumes after the flap:\n{}", fs.stderr());
     let (code, stdout, stderr) = fs.stop("-INT");
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("port web1: link down") && stderr.contains("port web1: link up"), "link changes are logged:\n{stderr}");
+    assert!(
+        stderr.contains("port web1: link down") && stderr.contains("port web1: link up"),
+        "link changes are logged:\n{stderr}"
+    );
     let row = stdout.lines().find(|l| l.starts_with("web1 ")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(row.ends_with(" up"), "the report shows the link state: {row}");
 }
@@ -284,11 +296,19 @@ fn busy_poll_lab_two_workers_with_fanout_carry_many_parallel_flows() {
         .unwrap()
         .replacen("    - {}", "    - {}\n    - {}", 1)
         .replace("interface: ", "fanout: true, interface: ")
-        .replace(&format!("{{ name: tool, type: af_packet, fanout: true, interface: {}-tool }}", lab.prefix), &format!("{{ name: tool, type: af_packet, interface: {}-tool }}", lab.prefix));
+        .replace(
+            &format!("{{ name: tool, type: af_packet, fanout: true, interface: {}-tool }}", lab.prefix),
+            &format!("{{ name: tool, type: af_packet, interface: {}-tool }}", lab.prefix),
+        );
     assert!(text.contains("- {}\n    - {}"), "{text}");
     std::fs::write(&cfg, &text).unwrap();
     let check = Command::new(BIN).args(["check", "-c"]).arg(&cfg).output().unwrap();
-    assert!(check.status.success() && String::from_utf8_lossy(&check.stdout).contains("2 workers"), "{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success() && String::from_utf8_lossy(&check.stdout).contains("2 workers"),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     let fs = start_flowsteer(&cfg, d);
     assert!(lab.ping("web1", "10.77.0.21"), "{}", fs.stderr());
     assert!(lab.ping("web2", "10.77.0.12") || lab.ping("web2", "10.77.0.11"), "{}", fs.stderr());
@@ -315,9 +335,10 @@ fn busy_poll_lab_vlan_tags_survive_and_vlan_rules_match() {
     let d = dir.path();
     let lab = Lab::up();
     let cfg = lab.config(d);
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("rules:\n", "rules:\n  - name: vlan-100\n    priority: 200\n    match: { vlan: 100 }\n    chain: inspect\n");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "rules:\n",
+        "rules:\n  - name: vlan-100\n    priority: 200\n    match: { vlan: 100 }\n    chain: inspect\n",
+    );
     std::fs::write(&cfg, text).unwrap();
     let fs = start_flowsteer(&cfg, d);
     let (tool_pcap, db_pcap) = (d.join("tool.pcapng"), d.join("db1.pcapng"));
@@ -334,7 +355,12 @@ fn busy_poll_lab_vlan_tags_survive_and_vlan_rules_match() {
     let (code, stdout, stderr) = fs.stop("-INT");
     assert_eq!(code, Some(0), "{stderr}");
     let vlans = |f: &Path| {
-        let out = Command::new(TSHARK).args(["-n", "-r"]).arg(f).args(["-T", "fields", "-e", "vlan.id", "-e", "vlan.etype"]).output().unwrap();
+        let out = Command::new(TSHARK)
+            .args(["-n", "-r"])
+            .arg(f)
+            .args(["-T", "fields", "-e", "vlan.id", "-e", "vlan.etype"])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect::<Vec<_>>()
     };
     let want = vec!["100\t0x88b5".to_string(); 5];

@@ -65,7 +65,14 @@ fn worker_forwards_mbufs_between_pcap_vdevs() {
     };
     let eal = Eal::init(&cfg).expect("EAL init");
     let pool = Mempool::new(&eal, "dp_test", 2047, 32, 2048).unwrap();
-    let dc = DeviceConfig { rx_queues: 1, tx_queues: 1, rx_descriptors: 256, tx_descriptors: 256, mtu: None, promiscuous: true };
+    let dc = DeviceConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_descriptors: 256,
+        tx_descriptors: 256,
+        mtu: None,
+        promiscuous: true,
+    };
     let a = EthDev::open(&eal, &pool, "net_pcap0", &dc).unwrap();
     let b = EthDev::open(&eal, &pool, "net_pcap1", &DeviceConfig { tx_queues: 2, ..dc.clone() }).unwrap();
     let pa = DpdkPort::new("a", 0, &a, &[0], 0, Arc::clone(&pool), true).unwrap();

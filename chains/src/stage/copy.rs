@@ -64,8 +64,6 @@ impl CopyStage {
         self.share = Some(limit);
     }
 
-
-
     /// Makes the copies `plan` describes of `s.pkt`, one per target.
     #[inline]
     pub fn process(&mut self, s: &StageIn<'_>, plan: &CopyPlan, c: &StageCounters) -> CopyOutcome {

@@ -68,6 +68,12 @@ impl EalConfig {
         if self.no_huge {
             a.push("--no-huge".into());
         }
+        if !self.no_huge && !self.in_memory {
+            // Hugepage files are unlinked once mapped: the memory goes back to the
+            // kernel when the process exits, also when it is killed. (Secondary
+            // processes such as dpdk-pdump cannot attach; flowsteer does not use them.)
+            a.push("--huge-unlink".into());
+        }
         if self.in_memory {
             // --no-huge implies legacy memory, which --in-memory refuses; without
             // hugepages only the shared config files are left to avoid.
@@ -172,7 +178,9 @@ impl Eal {
                 log::debug!("dpdk: thread {:?} registered as lcore {}", std::thread::current().name(), l.id());
                 REGISTERED.with(|r| *r.borrow_mut() = Some(l));
             }
-            Err(e) => log::warn!("dpdk: thread {:?}: {e}; running without a mempool cache", std::thread::current().name()),
+            Err(e) => {
+                log::warn!("dpdk: thread {:?}: {e}; running without a mempool cache", std::thread::current().name())
+            }
         }
     }
 }
@@ -182,11 +190,26 @@ const LCORE_ID_ANY: u32 = u32::MAX;
 
 impl Drop for Eal {
     fn drop(&mut self) {
+        // SAFETY: the EAL is initialised; the string is the EAL's own,
+        // copied before cleanup can free it.
+        let dir = unsafe {
+            let p = ffi::rte_eal_get_runtime_dir();
+            (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+        };
         // SAFETY: the last handle is gone, so no mempool, device or
         // registered thread (each holds an Arc<Eal>) is left to use the EAL.
         let rc = unsafe { ffi::rte_eal_cleanup() };
         if rc != 0 {
             log::warn!("dpdk: rte_eal_cleanup: {}", ffi::strerror(rc));
+        }
+        // The runtime directory (/var/run/dpdk/<prefix>: config, memory maps,
+        // the multi-process socket) only serves secondary processes, which
+        // flowsteer does not support (registering threads disables them):
+        // remove it so a clean exit leaves nothing behind.
+        if let Some(dir) = dir {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                log::debug!("dpdk: removing {dir}: {e}");
+            }
         }
     }
 }
@@ -232,9 +255,18 @@ mod tests {
         assert!(a[0].starts_with("--lcores=0@("), "{a:?}");
         assert_eq!(
             &a[1..],
-            ["--file-prefix=flowsteer", "-m512", "--no-huge", "--no-shconf", "--no-pci", "--vdev=net_null0", "--log-level=lib.eal:warning"]
+            [
+                "--file-prefix=flowsteer",
+                "-m512",
+                "--no-huge",
+                "--no-shconf",
+                "--no-pci",
+                "--vdev=net_null0",
+                "--log-level=lib.eal:warning"
+            ]
         );
         let pci = EalConfig { pci: vec!["0000:01:00.0".into()], ..EalConfig::default() }.args();
         assert!(pci.contains(&"--allow=0000:01:00.0".to_string()) && !pci.contains(&"--no-pci".to_string()));
+        assert!(pci.contains(&"--huge-unlink".to_string()), "hugepage files do not outlive the process");
     }
 }

@@ -162,10 +162,16 @@ impl EthDev {
         }
         let info = dev_info(port).map_err(|e| err(format!("device info: {}", ffi::strerror(e))))?;
         if cfg.rx_queues == 0 || cfg.rx_queues > info.max_rx_queues {
-            return Err(err(format!("{} rx queues asked, the {} driver allows 1..={}", cfg.rx_queues, info.driver, info.max_rx_queues)));
+            return Err(err(format!(
+                "{} rx queues asked, the {} driver allows 1..={}",
+                cfg.rx_queues, info.driver, info.max_rx_queues
+            )));
         }
         if cfg.tx_queues == 0 || cfg.tx_queues > info.max_tx_queues {
-            return Err(err(format!("{} tx queues asked, the {} driver allows 1..={}", cfg.tx_queues, info.driver, info.max_tx_queues)));
+            return Err(err(format!(
+                "{} tx queues asked, the {} driver allows 1..={}",
+                cfg.tx_queues, info.driver, info.max_tx_queues
+            )));
         }
         let (mut nrxd, mut ntxd) = (cfg.rx_descriptors, cfg.tx_descriptors);
         let (mut rss, mut stage) = (0, 0);
@@ -290,8 +296,12 @@ impl EthDev {
         let list = if rx { &mut t.0 } else { &mut t.1 };
         let what = if rx { "rx" } else { "tx" };
         match list.get_mut(q as usize) {
-            None => Err(Error::Device { device: self.name.clone(), message: format!("{what} queue {q} does not exist") }),
-            Some(true) => Err(Error::Device { device: self.name.clone(), message: format!("{what} queue {q} is already taken") }),
+            None => {
+                Err(Error::Device { device: self.name.clone(), message: format!("{what} queue {q} does not exist") })
+            }
+            Some(true) => {
+                Err(Error::Device { device: self.name.clone(), message: format!("{what} queue {q} is already taken") })
+            }
             Some(slot) => {
                 *slot = true;
                 Ok(())

@@ -66,6 +66,7 @@ extern "C" {
     pub fn rte_thread_register() -> c_int;
     pub fn rte_thread_unregister();
     pub fn rte_strerror(errnum: c_int) -> *const c_char;
+    pub fn rte_eal_get_runtime_dir() -> *const c_char;
 
     // Mempools (librte_mbuf, librte_mempool).
     pub fn rte_pktmbuf_pool_create(
