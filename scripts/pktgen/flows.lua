@@ -18,13 +18,9 @@ local function range(port, src_ip, dst_ip, src_port, dst_port)
     pktgen.range.pkt_size(port, "min", 64)
     pktgen.range.pkt_size(port, "max", 64)
     pktgen.range.pkt_size(port, "inc", 0)
-    for field, r in pairs({ src_ip = src_ip, dst_ip = dst_ip }) do
-        pktgen.range[field](port, "start", r[1])
-        pktgen.range[field](port, "min", r[1])
-        pktgen.range[field](port, "max", r[2])
-        pktgen.range[field](port, "inc", r[3])
-    end
-    for field, r in pairs({ src_port = src_port, dst_port = dst_port }) do
+    -- Each field: { start = min, max, increment per packet }.
+    local fields = { src_ip = src_ip, dst_ip = dst_ip, src_port = src_port, dst_port = dst_port }
+    for field, r in pairs(fields) do
         pktgen.range[field](port, "start", r[1])
         pktgen.range[field](port, "min", r[1])
         pktgen.range[field](port, "max", r[2])
