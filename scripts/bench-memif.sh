@@ -187,10 +187,12 @@ wait_traffic() {
 
 # The generator's received Mpps: per stats block, Rx-pps of both ports summed;
 # blocks before traffic (zero) and the first one with traffic (partial) are
-# skipped; the median of the rest.
+# skipped (unless it is the only one); the median of the rest.
 rx_mpps() {
-  awk '/Rx-pps:/ { s += $2; n++; if (n % 2 == 0) { print s; s = 0 } }' "$1" | awk '$1 > 0' | tail -n +2 | sort -n |
-    awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else printf "%.2f\n", v[int((NR + 1) / 2)] / 1e6 }'
+  local blocks
+  blocks=$(awk '/Rx-pps:/ { s += $2; n++; if (n % 2 == 0) { print s; s = 0 } }' "$1" | awk '$1 > 0')
+  if (($(echo "$blocks" | wc -l) > 1)); then blocks=$(echo "$blocks" | tail -n +2); fi
+  echo "$blocks" | sort -n | awk '$1 > 0 { v[++n] = $1 } END { if (n == 0) print 0; else printf "%.2f\n", v[int((n + 1) / 2)] / 1e6 }'
 }
 
 declare -A mpps

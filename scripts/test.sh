@@ -41,9 +41,16 @@ cargo test --workspace --features "$features" --doc --quiet
 # Benchmarks must keep building (they are run by scripts/bench.sh, not here).
 cargo bench --workspace --features "$features" --no-run --quiet
 
+# The Pktgen-DPDK scripts agree with each other (Pktgen itself is not packaged).
+scripts/pktgen/check.sh
+
 # The README's demo (the VM lab), and the offline replay demo, end to end.
 scripts/demo.sh --check
 scripts/demo-replay.sh --check
+
+# The memif benchmark keeps working: one second per scenario, every device
+# under test must forward (its figures are not judged here).
+scripts/bench-memif.sh 1
 
 echo "test.sh: cargo tests, doc tests, benchmark build and demo check all passed"
 echo "summary: ${passed:-0} passed, 0 failed"
