@@ -213,8 +213,10 @@ const PROMPT: &str = "testpmd> ";
 
 impl Testpmd {
     fn start(args: &[String], dir: &Path) -> Testpmd {
-        let mut cmd = Command::new(TESTPMD);
-        cmd.args(args);
+        // Line-buffered: testpmd writes its prompt straight to the terminal
+        // but command output through stdio, which a file would buffer.
+        let mut cmd = Command::new("stdbuf");
+        cmd.arg("-oL").arg(TESTPMD).args(args);
         let mut proc = Proc::spawn(&mut cmd, dir, "testpmd", Stdio::piped());
         let stdin = proc.child.stdin.take();
         let mut t = Testpmd { proc, stdin, prompts: 0 };
@@ -236,7 +238,11 @@ impl Testpmd {
                 return out[from..].to_string();
             }
             self.proc.assert_running();
-            assert!(start.elapsed() < limit, "testpmd: no prompt within {limit:?}\nstdout:\n{out}\nstderr:\n{}", self.proc.stderr());
+            assert!(
+                start.elapsed() < limit,
+                "testpmd: no prompt within {limit:?}\nstdout:\n{out}\nstderr:\n{}",
+                self.proc.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -292,7 +298,8 @@ fn report_port(report: &str, name: &str) -> (u64, u64, u64) {
 
 /// The number after `word` on the report line starting with `start`.
 fn report_value(report: &str, start: &str, word: &str) -> u64 {
-    let line = report.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no `{start}` line in\n{report}"));
+    let line =
+        report.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no `{start}` line in\n{report}"));
     let f: Vec<&str> = line.split_whitespace().collect();
     let at = f.iter().position(|w| *w == word).unwrap_or_else(|| panic!("no `{word}` in `{line}`"));
     f[at + 1].trim_end_matches(',').parse().unwrap_or_else(|_| panic!("`{word}` in `{line}` is not a number"))
@@ -426,7 +433,11 @@ rules:
             break;
         }
         fs.assert_running();
-        assert!(start.elapsed() < Duration::from_secs(60), "memif links not up within 60 s:\n{info}\nflowsteer:\n{}", fs.stderr());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "memif links not up within 60 s:\n{info}\nflowsteer:\n{}",
+            fs.stderr()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -467,8 +478,16 @@ rules:
         assert_eq!((rx, tx, errors), (ROUNDS * per_round, ROUNDS * per_round, 0), "testpmd port {port}");
     }
     // flowsteer: received and forwarded each of them once, dropped none.
-    assert_eq!(report_port(&report, "a"), (stats[0].1, stats[0].0, 0), "port a (rx, tx, drops) vs testpmd port 0 (tx, rx)\n{report}");
-    assert_eq!(report_port(&report, "b"), (stats[1].1, stats[1].0, 0), "port b (rx, tx, drops) vs testpmd port 1 (tx, rx)\n{report}");
+    assert_eq!(
+        report_port(&report, "a"),
+        (stats[0].1, stats[0].0, 0),
+        "port a (rx, tx, drops) vs testpmd port 0 (tx, rx)\n{report}"
+    );
+    assert_eq!(
+        report_port(&report, "b"),
+        (stats[1].1, stats[1].0, 0),
+        "port b (rx, tx, drops) vs testpmd port 1 (tx, rx)\n{report}"
+    );
     assert_eq!(
         (
             report_value(&report, "total:", "rx"),
@@ -483,7 +502,11 @@ rules:
     assert_eq!(report_rule(&report, "one-in-eight"), steered, "{report}");
     assert_eq!(report_value(&report, "sink capture:", "written"), steered, "{report}");
     assert_eq!(report_value(&report, "copies:", "lost"), 0, "{report}");
-    assert_eq!(tshark_copies(&d.join("copies.pcapng")), (steered, steered), "copies in the pcapng: all, and of the steered flows");
+    assert_eq!(
+        tshark_copies(&d.join("copies.pcapng")),
+        (steered, steered),
+        "copies in the pcapng: all, and of the steered flows"
+    );
 }
 
 #[test]
