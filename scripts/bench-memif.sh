@@ -14,6 +14,7 @@
 #   scripts/bench-memif.sh [SECONDS_PER_SCENARIO]     (default 5)
 #   FLOWS=81920 scripts/bench-memif.sh               (flows; a multiple of 10 * 2^k)
 #   ONLY=testpmd-io scripts/bench-memif.sh           (one scenario)
+#   KEEP=1 scripts/bench-memif.sh                    (keep the logs and configs)
 #
 # Layout (two cores): the generator is one testpmd process in `flowgen` mode
 # with two memif server ports; its forwarding lcore (core 0) sends on both
@@ -63,10 +64,10 @@ sys=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
 pages_before=$(cat "$sys")
 pids=()
 
-stop_pid() { # PID: SIGINT, then SIGKILL after 5 s
+stop_pid() { # PID: SIGINT, then SIGKILL after 15 s
   local pid=$1 i
   kill -INT "$pid" 2>/dev/null || return 0
-  for i in $(seq 50); do
+  for i in $(seq 150); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -76,7 +77,8 @@ stop_pid() { # PID: SIGINT, then SIGKILL after 5 s
 cleanup() {
   local pid
   for pid in "${pids[@]}"; do stop_pid "$pid"; done
-  rm -rf "$work" /var/run/dpdk/"$prefix"-*
+  if [[ -n "${KEEP:-}" ]]; then echo "bench-memif: logs kept in $work"; else rm -rf "$work"; fi
+  rm -rf /var/run/dpdk/"$prefix"-*
   rm -f /dev/hugepages/"$prefix"-*
   if (($(cat "$sys") != pages_before)); then
     if ((pages_before == 0)); then
@@ -136,6 +138,7 @@ dataplane:
   workers:
     - core: 1
       queues: ["a:0", "b:0"]
+  flow_cache: $((4 * flows))   # both directions of every flow, with room to spare
   stats_interval: 0
 sinks:
   - { name: discard, type: pcapng, path: /dev/null }
