@@ -67,7 +67,7 @@ fn unique_prefix() -> String {
 
 /// Removes what DPDK processes with these file prefixes leave behind (hugepage
 /// files and runtime directories), on drop. Declared before the processes so
-/// that it is dropped after them.
+/// that it is dropped after them (they are killed first).
 struct DpdkFiles {
     prefixes: Vec<String>,
 }
@@ -337,9 +337,10 @@ fn memif_round_trip(no_huge: bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (gen_prefix, fs_prefix) = (unique_prefix(), unique_prefix());
-    let _files = DpdkFiles { prefixes: vec![gen_prefix.clone(), fs_prefix.clone()] };
     // testpmd 256 MB + flowsteer 256 MB, and room for what others hold.
+    // Dropped after the files below are removed, so the pages are free.
     let _pages = (!no_huge).then(|| Hugepages::reserve(512));
+    let _files = DpdkFiles { prefixes: vec![gen_prefix.clone(), fs_prefix.clone()] };
     let sock = |n: &str| d.join(format!("{n}.sock")).display().to_string();
 
     let mut gen_args: Vec<String> = vec![];
