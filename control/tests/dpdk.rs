@@ -82,6 +82,9 @@ links:
     fn check_accepts_queue_maps_and_locates_every_mistake() {
         let (code, stderr, _, _d) = check(TWO);
         assert_eq!(code, 0, "{stderr}");
+        let example = std::fs::read_to_string(root().join("examples/dpdk.yaml")).unwrap();
+        let (code, stderr, _, _d) = check(&example);
+        assert_eq!(code, 0, "examples/dpdk.yaml: {stderr}");
         // A vdev string that is not one.
         check_fails(
             &TWO.replace("\"net_memif0,role=server,socket=/run/fs-vm1.sock,id=0\"", "memif0"),
@@ -159,25 +162,32 @@ links:
     use std::process::{Child, Output, Stdio};
     use std::time::{Duration, Instant};
 
-    /// A running flowsteer; killed (SIGKILL) and reaped by PID on drop unless it exited.
-    struct Proc(Option<Child>);
+    /// A running flowsteer (its log in a file beside its configuration);
+    /// killed (SIGKILL) and reaped by PID on drop unless it exited.
+    struct Proc(Option<Child>, PathBuf);
 
     impl Proc {
         fn run(config: &Path) -> Proc {
+            let log = config.with_extension("log");
             let child = Command::new(BIN)
                 .args(["-v", "run", "--stats-interval", "0", "-c"])
                 .arg(config)
                 .env_remove("RUST_LOG")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+                .stderr(File::create(&log).unwrap())
                 .spawn()
                 .unwrap();
-            Proc(Some(child))
+            Proc(Some(child), log)
         }
 
-        /// SIGINT, then the exit status and output (the process is killed after 20 s).
-        fn interrupt(mut self) -> Output {
+        /// The log so far.
+        fn log(&self) -> String {
+            std::fs::read_to_string(&self.1).unwrap_or_default()
+        }
+
+        /// SIGINT, then the exit status, stdout and the log (the process is killed after 20 s).
+        fn interrupt(mut self) -> (Output, String) {
             let child = self.0.as_ref().unwrap();
             let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
             assert!(ok.success());
@@ -186,7 +196,8 @@ links:
                 assert!(Instant::now() < deadline, "flowsteer did not stop within 20 s of SIGINT");
                 std::thread::sleep(Duration::from_millis(20));
             }
-            self.0.take().unwrap().wait_with_output().unwrap()
+            let out = self.0.take().unwrap().wait_with_output().unwrap();
+            (out, self.log())
         }
     }
 
@@ -304,8 +315,8 @@ links:
             assert!(Instant::now() < deadline, "not everything was forwarded within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let out = proc.interrupt();
-        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let (out, log) = proc.interrupt();
+        let log = format!("{}{log}", String::from_utf8_lossy(&out.stdout));
         assert!(out.status.success(), "flowsteer failed: {log}");
         Outputs {
             forwarded: pcap_frames(&fwd).unwrap(),
@@ -448,9 +459,15 @@ links:\n  - [a, b]\n"
         );
         let cfg = write(dir.path(), "q.yaml", &text);
         let proc = Proc::run(&cfg);
-        std::thread::sleep(Duration::from_millis(1500));
-        let out = proc.interrupt();
-        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        // Start-up (EAL, devices) takes long on a loaded machine: poll for a second once both workers run.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(proc.log().contains("worker 0: polling") && proc.log().contains("worker 1: polling")) {
+            assert!(Instant::now() < deadline, "workers did not start within 30 s:\n{}", proc.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        let (out, log) = proc.interrupt();
+        let log = format!("{}{log}", String::from_utf8_lossy(&out.stdout));
         assert!(out.status.success(), "{log}");
         for w in 0..2 {
             assert!(log.contains(&format!("worker {w}: polling 2 port(s)")), "{log}");

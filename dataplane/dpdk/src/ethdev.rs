@@ -136,9 +136,6 @@ pub struct EthDev {
     port: u16,
     name: String,
     info: DevInfo,
-    rss: bool,
-    rx_descriptors: u16,
-    tx_descriptors: u16,
     /// Queues handed out (each exactly once, so one thread owns each).
     taken: Mutex<(Vec<bool>, Vec<bool>)>,
     _pool: Arc<Mempool>,
@@ -240,9 +237,6 @@ impl EthDev {
             port,
             name: name.to_string(),
             info,
-            rss: rss != 0,
-            rx_descriptors: nrxd,
-            tx_descriptors: ntxd,
             taken: Mutex::new((vec![false; cfg.rx_queues as usize], vec![false; cfg.tx_queues as usize])),
             _pool: Arc::clone(pool),
             _eal: Arc::clone(eal),
@@ -254,11 +248,6 @@ impl EthDev {
         &self._eal
     }
 
-    /// DPDK's port id.
-    pub fn port_id(&self) -> u16 {
-        self.port
-    }
-
     /// The device's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -267,16 +256,6 @@ impl EthDev {
     /// What the driver reported.
     pub fn info(&self) -> &DevInfo {
         &self.info
-    }
-
-    /// True when RSS with the symmetric key spreads flows over the rx queues.
-    pub fn rss(&self) -> bool {
-        self.rss
-    }
-
-    /// Descriptors per (receive, transmit) queue, as the device adjusted them.
-    pub fn descriptors(&self) -> (u16, u16) {
-        (self.rx_descriptors, self.tx_descriptors)
     }
 
     /// Receive queue `q`, once: the caller's thread owns it from now on.
@@ -436,16 +415,6 @@ pub struct RxQueue {
 }
 
 impl RxQueue {
-    /// The device.
-    pub fn device(&self) -> &Arc<EthDev> {
-        &self.dev
-    }
-
-    /// The queue index.
-    pub fn queue(&self) -> u16 {
-        self.queue
-    }
-
     /// Receives up to `max` (at most [`MAX_BURST`]) packets into `burst`,
     /// which must have been emptied. Returns how many arrived.
     #[inline]
@@ -541,11 +510,6 @@ impl TxQueue {
     /// The device.
     pub fn device(&self) -> &Arc<EthDev> {
         &self.dev
-    }
-
-    /// The queue index.
-    pub fn queue(&self) -> u16 {
-        self.queue
     }
 
     /// Transmits the burst, leaving it empty: each mbuf's length is set,

@@ -60,11 +60,6 @@ impl Mempool {
         self.ptr.as_ptr()
     }
 
-    /// The pool's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Mbufs in the pool when all are free.
     pub fn capacity(&self) -> u32 {
         self.size

@@ -88,11 +88,6 @@ impl DpdkPort {
         Arc::clone(&self.copied_in)
     }
 
-    /// The device.
-    pub fn device(&self) -> &Arc<EthDev> {
-        self.tx.device()
-    }
-
     /// Sends what is in the transmit scratch burst.
     #[inline]
     fn flush_tx(&mut self) -> usize {
@@ -101,6 +96,15 @@ impl DpdkPort {
         self.stats.tx_packets += sent as u64;
         self.stats.tx_dropped += (n - sent) as u64;
         sent
+    }
+}
+
+impl Drop for DpdkPort {
+    fn drop(&mut self) {
+        let n = self.copied_in.load(Ordering::Relaxed);
+        if n > 0 {
+            log::info!("port {}: {n} packets not in mbufs (from other backends, VLAN-tagged copies) were copied into mbufs to be sent", self.name);
+        }
     }
 }
 
