@@ -285,6 +285,18 @@ impl Testpmd {
     }
 }
 
+/// How many hugepage files a DPDK process with `--file-prefix prefix` has.
+fn hugepage_files(prefix: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/dev/hugepages") else { return 0 };
+    dir.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{prefix}map_"))).count()
+}
+
+/// Free 2 MB hugepages.
+fn free_hugepages() -> u64 {
+    let f = HUGEPAGES.replace("nr_hugepages", "free_hugepages");
+    std::fs::read_to_string(f).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+}
+
 /// flowsteer's final report: per port (rx, tx, rx-drop + tx-drop), by name.
 fn report_port(report: &str, name: &str) -> (u64, u64, u64) {
     let line = report
@@ -374,14 +386,7 @@ fn memif_round_trip(no_huge: bool) {
         .map(String::from),
     );
     let mut gen = Testpmd::start(&gen_args, d);
-    if !no_huge {
-        let files = std::fs::read_dir("/dev/hugepages")
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&gen_prefix))
-            .count();
-        assert!(files > 0, "testpmd was to run on hugepages, but it made no files under /dev/hugepages");
-    }
+    assert_eq!(hugepage_files(&gen_prefix) > 0, !no_huge, "testpmd's files under /dev/hugepages");
 
     let cfg = d.join("memif.yaml");
     std::fs::write(
@@ -424,6 +429,7 @@ rules:
 
     let mut cmd = Command::new(BIN);
     cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg);
+    let free_before = free_hugepages();
     let mut fs = Proc::spawn(&mut cmd, d, "flowsteer", Stdio::null());
 
     // Both memif links up (flowsteer connected and its ports started).
@@ -440,6 +446,12 @@ rules:
             fs.stderr()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    if !no_huge {
+        // flowsteer unlinks its hugepage files once mapped; its pages show
+        // in the kernel's count (memory_mb 256 = 128 pages of 2 MB).
+        let used = free_before.saturating_sub(free_hugepages());
+        assert!(used >= 128, "flowsteer was to map 128 hugepages, the free count went down by {used}");
     }
 
     // Rounds: send, then wait until everything sent has come back.
