@@ -14,7 +14,8 @@ fi
 # Tests that busy-poll a core are serialised by the `busy-poll` test group
 # in .config/nextest.toml; everything else runs in parallel.
 # The suite runs with the DPDK backend built in (DPDK 22.11 from Debian, see
-# scripts/deps.sh); its tests use vdevs (net_ring, net_null, net_pcap), no NIC,
+# scripts/deps.sh); its tests use vdevs (net_ring, net_null, net_pcap, and
+# memif to Debian's dpdk-testpmd in control/tests/memif.rs), no NIC,
 # and the hugepage test reserves pages with scripts/setup-hugepages.sh and
 # gives them back. The default build (no DPDK) must keep building, and its
 # refusal of dpdk configurations is tested on its own.

@@ -36,6 +36,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowsteer");
@@ -344,6 +345,10 @@ fn tshark_copies(file: &Path) -> (u64, u64) {
 
 /// testpmd -> memif -> flowsteer -> memif -> testpmd, both ways, counted.
 fn memif_round_trip(no_huge: bool) {
+    // One at a time also under `cargo test` (threads in one process): both
+    // cases use both cores. nextest runs them apart anyway (`busy_poll`).
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require(TESTPMD, "dpdk");
     require(TSHARK, "tshark");
     let dir = tempfile::tempdir().unwrap();
