@@ -10,6 +10,10 @@ command -v tshark >/dev/null 2>&1 || want+=(tshark)
 case "${1:-test}" in
   test | bench) want+=(dpdk dpdk-dev libdpdk-dev) ;;
 esac
+# Lua 5.4 checks the Pktgen-DPDK scripts (scripts/pktgen/check.sh).
+case "${1:-test}" in
+  test) want+=(lua5.4) ;;
+esac
 # The VM lab (demo, tests, lab benchmark): namespaces, ping, iperf3, python3.
 case "${1:-test}" in
   lab | test | bench) want+=(iproute2 iputils-ping iperf3 python3 ethtool) ;;

@@ -14,7 +14,8 @@ fi
 # Tests that busy-poll a core are serialised by the `busy-poll` test group
 # in .config/nextest.toml; everything else runs in parallel.
 # The suite runs with the DPDK backend built in (DPDK 22.11 from Debian, see
-# scripts/deps.sh); its tests use vdevs (net_ring, net_null, net_pcap), no NIC,
+# scripts/deps.sh); its tests use vdevs (net_ring, net_null, net_pcap, and
+# memif to Debian's dpdk-testpmd in control/tests/memif.rs), no NIC,
 # and the hugepage test reserves pages with scripts/setup-hugepages.sh and
 # gives them back. The default build (no DPDK) must keep building, and its
 # refusal of dpdk configurations is tested on its own.
@@ -41,9 +42,16 @@ cargo test --workspace --features "$features" --doc --quiet
 # Benchmarks must keep building (they are run by scripts/bench.sh, not here).
 cargo bench --workspace --features "$features" --no-run --quiet
 
+# The Pktgen-DPDK scripts agree with each other (Pktgen itself is not packaged).
+scripts/pktgen/check.sh
+
 # The README's demo (the VM lab), and the offline replay demo, end to end.
 scripts/demo.sh --check
 scripts/demo-replay.sh --check
+
+# The memif benchmark keeps working: one second per scenario, every device
+# under test must forward (its figures are not judged here).
+scripts/bench-memif.sh 1
 
 echo "test.sh: cargo tests, doc tests, benchmark build and demo check all passed"
 echo "summary: ${passed:-0} passed, 0 failed"
