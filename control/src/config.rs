@@ -83,6 +83,23 @@ pub struct Config {
     /// Steering rules.
     #[serde(default, deserialize_with = "seq_or_null")]
     pub rules: Vec<RuleCfg>,
+    /// Run-time control: the API socket, the metrics listener, reloads.
+    #[serde(default)]
+    pub control: ControlCfg,
+}
+
+/// `control:` — how `flowsteer run` is controlled while it runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlCfg {
+    /// Unix socket of the control API (default `/run/flowsteer/flowsteer.sock`).
+    pub socket: Option<Spanned<PathBuf>>,
+    /// `addr:port` (or a bare port, on loopback) of a TCP listener serving only `GET /metrics`.
+    pub metrics_listen: Option<Spanned<String>>,
+    /// Reload the rules when the file changes (default true).
+    pub watch: Option<bool>,
+    /// The most rules the running set may hold (default 65536).
+    pub max_rules: Option<Spanned<u32>>,
 }
 
 /// A list that may also be written as an empty key (`rules:` with every

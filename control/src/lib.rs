@@ -5,4 +5,5 @@
 pub mod compile;
 pub mod config;
 pub mod report;
+pub mod rules;
 pub mod runtime;

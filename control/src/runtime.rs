@@ -9,6 +9,7 @@
 use crate::compile::{Plan, PortPlan, Remote, SinkPlan, SinkTarget};
 use crate::config::{FsyncCfg, PortKind};
 use crate::report::Snapshot;
+use crate::rules::RuleBook;
 use chains::sink::erspan::{ErspanSink, ErspanVersion};
 use chains::sink::gre::GreSink;
 use chains::sink::pcapng::{Fsync, PcapngOptions, PcapngSink};
@@ -73,6 +74,7 @@ pub enum RuntimeError {
 }
 
 /// Everything shared between the running workers, the sinks and control.
+#[derive(Clone)]
 pub struct Shared {
     /// Port and rule names.
     pub names: Arc<Names>,
@@ -94,6 +96,8 @@ pub struct Shared {
     pub tool_ports: Vec<(PortId, Arc<PortCounters>)>,
     /// The bypass switch every worker obeys.
     pub bypass: Arc<Bypass>,
+    /// The running rules and their counter slots; every rule change goes through it.
+    pub book: Arc<RuleBook>,
 }
 
 impl Shared {
@@ -290,7 +294,7 @@ fn start(
 ) -> Result<(Running, Vec<Worker<ChainSet>>), RuntimeError> {
     let names = Arc::new(Names {
         ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
-        rules: plan.rules.rules().iter().map(|r| r.name.clone()).collect(),
+        rules: plan.rules.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>().into(),
         chains: plan.chains.iter().map(|c| c.name.clone()).collect(),
     });
     let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
@@ -304,6 +308,7 @@ fn start(
     }
     let copy_pool = Pool::new(plan.copy_buffers, MAX_FRAME);
     let table = RuleTable::new(Arc::clone(&plan.rules));
+    let counter_slots = plan.control.counter_slots().max(plan.rules.len());
     let bypass = Arc::new(Bypass::new());
     let mut workers = Vec::new();
     let mut worker_stats = Vec::new();
@@ -320,7 +325,7 @@ fn start(
                 })
             })
             .collect();
-        let stats = Arc::new(WorkerStats::new(plan.ports.len(), plan.rules.len()));
+        let stats = Arc::new(WorkerStats::new(plan.ports.len(), counter_slots));
         let chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         chain_stats.push(chains.stats());
         let cfg = WorkerConfig { id: i, ..plan.worker.clone() };
@@ -330,6 +335,13 @@ fn start(
         worker_stats.push(stats);
         workers.push(w);
     }
+    let book = Arc::new(RuleBook::new(
+        Arc::clone(&table),
+        worker_stats.clone(),
+        Arc::clone(&names),
+        plan.control.max_rules,
+        counter_slots,
+    ));
     let shared = Shared {
         names,
         table,
@@ -341,6 +353,7 @@ fn start(
         copy_pool,
         tool_ports,
         bypass,
+        book,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads };
