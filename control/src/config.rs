@@ -620,7 +620,13 @@ pub fn load(path: &Path) -> Result<(Config, String), ConfigError> {
 
 /// Parses configuration text; `file` is only used in error messages.
 pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
-    serde_saphyr::from_str::<Config>(text).map_err(|e| {
+    parse_as(text, file)
+}
+
+/// Parses YAML (or JSON, which is YAML) text into any configuration type
+/// (a whole file, one rule), with errors located like [`parse_str`]'s.
+pub fn parse_as<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str::<T>(text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line() as u32, l.column() as u32)).unwrap_or((0, 0));
         let plain = e.without_snippet().to_string();
         // The library prefixes its message with the position; ours goes first already.
@@ -726,6 +732,32 @@ pub fn yaml_path_at(text: &str, line: u32, column: u32) -> String {
             out.push('.');
             out.push_str(p);
         }
+    }
+    if out.is_empty() {
+        "(document)".into()
+    } else {
+        out
+    }
+}
+
+/// The field path at `line`:`column` (1-based) of a JSON text, which is
+/// all flow collections, whatever its line breaks.
+pub fn json_path_at(text: &str, line: u32, column: u32) -> String {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line as usize {
+            offset += l.char_indices().nth(column.saturating_sub(1) as usize).map_or(l.len(), |(o, _)| o);
+            break;
+        }
+        offset += l.len();
+    }
+    let parts = flow_path(&text[..offset.min(text.len())]);
+    let mut out = String::new();
+    for p in &parts {
+        if !p.starts_with('[') && !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(p);
     }
     if out.is_empty() {
         "(document)".into()

@@ -71,6 +71,9 @@ pub enum RuntimeError {
     /// A command-line argument does not fit the configuration.
     #[error("{0}")]
     Usage(String),
+    /// The control API could not start.
+    #[error("{0}")]
+    Control(String),
 }
 
 /// Everything shared between the running workers, the sinks and control.
@@ -405,6 +408,17 @@ impl Running {
 /// Runs the dataplane until `stop` is set (SIGINT/SIGTERM), printing a rate
 /// summary every `plan.stats_interval`. Returns the final counters.
 pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
+    run_with(plan, stop, |_| Ok(()))
+}
+
+/// [`run`], with `attach` called once the workers run; what it returns (the
+/// control API, the reload watcher) lives until the dataplane stops, and is
+/// dropped before the workers are stopped.
+pub fn run_with<T>(
+    plan: &Plan,
+    stop: &AtomicBool,
+    attach: impl FnOnce(&Shared) -> Result<T, RuntimeError>,
+) -> Result<Snapshot, RuntimeError> {
     let mut ports = Vec::new();
     let mut extra = Vec::new();
     for (i, p) in plan.ports.iter().enumerate() {
@@ -417,6 +431,13 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
         }
     }
     let (running, _) = start(plan, ports, extra, true, false)?;
+    let attached = match attach(&running.shared) {
+        Ok(a) => a,
+        Err(e) => {
+            running.stop();
+            return Err(e);
+        }
+    };
     let mut last = running.shared.snapshot();
     let mut last_t = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -424,6 +445,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
         if let Some(i) = running.threads.iter().position(|h| h.is_finished()) {
             // A worker only returns when told to stop: this one died and its ports stopped forwarding.
             // Exit with an error so the service manager (and the guard's bypass) can take over.
+            drop(attached);
             let snap = running.stop();
             print!("{}", snap.report());
             return Err(RuntimeError::Worker {
@@ -440,6 +462,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
             }
         }
     }
+    drop(attached);
     Ok(running.stop())
 }
 
