@@ -39,6 +39,9 @@ enum Command {
         /// Seconds between rate summaries (overrides dataplane.stats_interval; 0 = off).
         #[arg(long, value_name = "SECS")]
         stats_interval: Option<f64>,
+        /// Serve the control API on this Unix socket (overrides control.socket).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// Validate a configuration: exit 0 when it is good, 2 with one located
     /// error (file:line:column: field: message) when it is not.
@@ -239,7 +242,7 @@ fn main() -> ExitCode {
                 )
             }))
         }
-        Command::Run { config, stats_interval } => {
+        Command::Run { config, stats_interval, socket } => {
             let mut plan = match load_plan(&config) {
                 Ok(p) => p,
                 Err(e) => return config_failed(&e),
@@ -250,6 +253,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
                 plan.stats_interval = (s > 0.0).then(|| std::time::Duration::from_secs_f64(s));
+            }
+            if let Some(s) = socket {
+                plan.control.socket = s;
             }
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
