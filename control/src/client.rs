@@ -175,7 +175,7 @@ pub fn rules_table(v: &Value) -> String {
         out.push_str(&format!(
             "{:<24} {:>8}  {:<16} {}\n",
             r["name"].as_str().unwrap_or_default(),
-            r["priority"],
+            r["priority"].to_string(),
             action,
             if m.is_empty() { "any".into() } else { m.join(" ") }
         ));
@@ -247,7 +247,7 @@ pub fn stats_table(v: &Value, prev: Option<(&Value, f64)>) -> String {
         let q = find("workers", &w["id"]);
         o.push_str(&format!(
             "{:<8} {:>10} {:>14} {:>10} {:>12} {:>12} {:>10}\n",
-            w["id"],
+            w["id"].to_string(),
             g(w, "generation"),
             g(w, "rx"),
             r(g(w, "rx"), q.as_ref().map(|q| g(q, "rx"))),

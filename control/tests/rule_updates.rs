@@ -194,16 +194,25 @@ impl Rig {
     }
 
     /// Stops the traffic (every packet in flight is received), then the workers.
-    fn finish(mut self) -> (Traffic, Vec<Arc<WorkerStats>>, Vec<(u64, u64)>, Arc<RuleBook>) {
+    fn finish(mut self) -> Finished {
         self.traffic_stop.store(true, Ordering::Relaxed);
         let t = self.traffic.take().map(|h| h.join().expect("traffic thread")).unwrap_or_default();
         self.stop.store(true, Ordering::Relaxed);
         for h in self.workers.drain(..) {
             h.join().expect("worker thread");
         }
-        let v = self.verify.iter().map(|o| (o.1.load(Ordering::Relaxed), o.2.load(Ordering::Relaxed))).collect();
-        (t, self.stats, v, self.book)
+        let verify = self.verify.iter().map(|o| (o.1.load(Ordering::Relaxed), o.2.load(Ordering::Relaxed))).collect();
+        Finished { traffic: t, stats: std::mem::take(&mut self.stats), verify, book: Arc::clone(&self.book) }
     }
+}
+
+/// What a rig leaves when it is finished.
+struct Finished {
+    traffic: Traffic,
+    stats: Vec<Arc<WorkerStats>>,
+    /// Per worker: switches between sets, packets of the keeper rule's flow.
+    verify: Vec<(u64, u64)>,
+    book: Arc<RuleBook>,
 }
 
 /// Feeds both workers' first ports with UDP packets to ports 0..RULES and
@@ -273,7 +282,7 @@ fn summary(mut v: Vec<Duration>) -> (u128, u128, u128) {
 /// intact, and the sets actually alternating under traffic.
 fn check_end(rig: Rig, updates: usize) {
     let wrong = Arc::clone(&rig.wrong);
-    let (t, stats, verify, book) = rig.finish();
+    let Finished { traffic: t, stats, verify, book } = rig.finish();
     let total: u64 = t.sent.iter().sum();
     eprintln!("traffic: {t:?}; switches/keeper per worker: {verify:?}");
     assert!(total > 100_000, "too little traffic to say anything: {t:?}");

@@ -11,6 +11,9 @@ use std::time::Duration;
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A counter family read from a `T`: name, help, getter.
+type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
+
 /// Escapes a label value.
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -64,7 +67,7 @@ pub fn render(sh: &Shared, since_progress: &[Duration]) -> String {
     let workers: Vec<(String, &dataplane::stats::WorkerStats)> =
         sh.workers.iter().enumerate().map(|(i, w)| (i.to_string(), &**w)).collect();
     type W<'a> = (String, &'a dataplane::stats::WorkerStats);
-    let per_worker: [(&str, &str, fn(&dataplane::stats::WorkerStats) -> u64); 9] = [
+    let per_worker: [Family<dataplane::stats::WorkerStats>; 9] = [
         ("rx_packets_total", "Packets received by the worker's ports.", |w| w.rx.get()),
         ("tx_packets_total", "Packets the worker transmitted.", |w| w.tx.get()),
         ("matched_packets_total", "Packets a rule matched.", |w| w.matched.get()),
@@ -102,7 +105,7 @@ pub fn render(sh: &Shared, since_progress: &[Duration]) -> String {
         }
     }
     type P = (String, dataplane::port::PortStats);
-    let port_fams: [(&str, &str, fn(&dataplane::port::PortStats) -> u64); 6] = [
+    let port_fams: [Family<dataplane::port::PortStats>; 6] = [
         ("port_rx_packets_total", "Packets the port received.", |p| p.rx_packets),
         ("port_rx_bytes_total", "Bytes the port received.", |p| p.rx_bytes),
         ("port_rx_dropped_total", "Packets the port could not receive.", |p| p.rx_dropped),
@@ -136,7 +139,7 @@ pub fn render(sh: &Shared, since_progress: &[Duration]) -> String {
     o.each("chain_closed_drops_total", "counter", "Originals a fail-closed chain dropped.", &s.chains, |c| {
         (vec![("chain", c.name.clone())], c.closed_drops)
     });
-    let stage_fams: [(&str, &str, fn(&crate::report::StageSnap) -> u64); 5] = [
+    let stage_fams: [Family<crate::report::StageSnap>; 5] = [
         ("stage_in_total", "Packets shown to the stage.", |st| st.input),
         ("stage_out_total", "Copies the stage passed on.", |st| st.output),
         ("stage_shed_total", "Copies the stage shed on purpose (sampling, budget, filter, dedup).", |st| st.shed),

@@ -39,7 +39,8 @@ pub fn located(e: &ConfigError) -> Response {
 /// Parses a body of type `T` (JSON, or YAML when the content type says so).
 pub fn parse_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Response> {
     let yaml = matches!(req.content_type.as_str(), "application/yaml" | "application/x-yaml" | "text/yaml");
-    let json = matches!(req.content_type.as_str(), "" | "application/json");
+    // `curl -d` labels every body application/x-www-form-urlencoded: it is taken as JSON.
+    let json = matches!(req.content_type.as_str(), "" | "application/json" | "application/x-www-form-urlencoded");
     if !yaml && !json {
         return Err(Response::error(
             415,
@@ -219,6 +220,9 @@ mod tests {
                 .unwrap();
         assert_eq!(index().compile(&cfg, "").unwrap().action, Action::Drop);
         assert_eq!(parse_body::<RuleCfg>(&req("text/html", "<p>")).unwrap_err().status, 415);
+        let curl_default =
+            req("application/x-www-form-urlencoded", r#"{"name": "a", "priority": 1, "action": "drop"}"#);
+        assert!(parse_body::<RuleCfg>(&curl_default).is_ok());
         assert_eq!(parse_body::<RuleCfg>(&req("", "  ")).unwrap_err().status, 400);
         // YAML that is not JSON is refused as JSON.
         assert_eq!(parse_body::<RuleCfg>(&req("application/json", "name: a\n")).unwrap_err().status, 400);
