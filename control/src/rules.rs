@@ -336,3 +336,61 @@ impl RuleBook {
 fn slot_counts(w: &WorkerStats, s: u32) -> (u64, u64) {
     w.rules.get(s as usize).map_or((0, 0), |c| (c.packets.get(), c.bytes.get()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::classifier::{Action, Match};
+
+    fn rule(name: &str, priority: u32) -> Rule {
+        Rule { name: name.into(), priority, matches: Match::default(), symmetric: false, action: Action::Drop }
+    }
+
+    fn counts(b: &RuleBook) -> Vec<(String, u64)> {
+        b.counts().into_iter().map(|(n, p, _)| (n, p)).collect()
+    }
+
+    /// Control's view of one worker that takes every published set at once.
+    fn catch_up(b: &RuleBook, w: &WorkerStats) {
+        w.generation.set(b.table().generation());
+    }
+
+    #[test]
+    fn counters_follow_names_and_reused_slots_start_from_zero() {
+        let table = RuleTable::new(Arc::new(RuleSet::new(vec![rule("a", 1), rule("b", 2)]).unwrap()));
+        let w = Arc::new(WorkerStats::new(0, 4));
+        w.generation.set(1);
+        let names = Arc::new(Names::default());
+        let book = RuleBook::new(Arc::clone(&table), vec![Arc::clone(&w)], Arc::clone(&names), 3, 4);
+        w.rules[0].packets.add(5);
+        w.rules[1].packets.add(7);
+        assert_eq!(counts(&book), [("a".into(), 5), ("b".into(), 7)]);
+
+        // `a` changes but keeps its name and counters; `b` goes; `c` is new.
+        let r = book.apply_with_wait(RuleOp::ReplaceAll(vec![rule("a", 9), rule("c", 2)]), Duration::ZERO).unwrap();
+        assert_eq!((r.added, r.removed, r.changed, r.pending), (1, 1, 1, vec![0]));
+        assert_eq!(counts(&book), [("a".into(), 5), ("c".into(), 0)]);
+        assert_eq!(*names.rules.get(), ["a", "b", "c"], "b's name stays until its slot is reused");
+        // The worker has not left generation 1: b's slot is not free, and with slot 3 taken there is none.
+        book.apply_with_wait(RuleOp::Add(rule("d", 4)), Duration::ZERO).unwrap();
+        let e = book.apply_with_wait(RuleOp::Put(rule("e", 5)), Duration::ZERO).unwrap_err();
+        assert!(matches!(e, ApplyError::TooMany { .. } | ApplyError::SlotsExhausted { .. }), "{e}");
+        book.apply_with_wait(RuleOp::Delete("d".into()), Duration::ZERO).unwrap();
+        let e = book.apply_with_wait(RuleOp::Add(rule("e", 5)), Duration::ZERO).unwrap_err();
+        assert!(e.to_string().contains("worker(s) [0] still run generation 1"), "{e}");
+        // Once it runs the latest set, b's slot (oldest retired first) is reused, from zero.
+        catch_up(&book, &w);
+        book.apply_with_wait(RuleOp::Add(rule("e", 5)), Duration::ZERO).unwrap();
+        assert_eq!(counts(&book), [("a".into(), 5), ("c".into(), 0), ("e".into(), 0)]);
+        assert_eq!(names.rules.get()[1], "e");
+        w.rules[1].packets.add(2);
+        assert_eq!(counts(&book)[2], ("e".into(), 2));
+        // Errors leave everything as it was.
+        let g = table.generation();
+        assert!(matches!(book.apply(RuleOp::Add(rule("a", 1))), Err(ApplyError::Exists(_))));
+        assert!(matches!(book.apply(RuleOp::Delete("zz".into())), Err(ApplyError::NotFound(_))));
+        let dup = RuleOp::ReplaceAll(vec![rule("x", 1), rule("x", 2)]);
+        assert!(matches!(book.apply(dup), Err(ApplyError::Invalid(_))));
+        assert_eq!(table.generation(), g);
+    }
+}
