@@ -18,6 +18,10 @@ esac
 case "${1:-test}" in
   lab | test | bench) want+=(iproute2 iputils-ping iperf3 python3 ethtool) ;;
 esac
+# The control API's end-to-end test: curl --unix-socket, promtool check metrics, setpriv.
+case "${1:-test}" in
+  test) want+=(curl prometheus util-linux) ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do

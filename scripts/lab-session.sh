@@ -30,7 +30,7 @@ lab_config() {
 
 # start_flowsteer CONFIG TAG: runs flowsteer in the background, waits until it polls.
 start_flowsteer() {
-  "$bin" -v run -c "$1" >"$work/$2.out" 2>"$work/$2.err" &
+  "$bin" -v run -c "$1" --socket "$work/$2.sock" >"$work/$2.out" 2>"$work/$2.err" &
   fs_pid=$!
   pids+=("$fs_pid")
   for _ in $(seq 100); do grep -q polling "$work/$2.err" && return 0; sleep 0.1; done

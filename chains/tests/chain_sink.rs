@@ -33,7 +33,11 @@ fn packet(i: u16, len: usize) -> Packet {
 }
 
 fn names() -> Arc<Names> {
-    Arc::new(Names { ports: vec!["vm-a".into(), "vm-b".into()], rules: vec!["dns".into()], chains: vec!["tap".into()] })
+    Arc::new(Names {
+        ports: vec!["vm-a".into(), "vm-b".into()],
+        rules: vec!["dns".to_string()].into(),
+        chains: vec!["tap".into()],
+    })
 }
 
 fn chain(on_failure: OnFailure) -> ChainSpec {

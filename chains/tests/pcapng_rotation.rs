@@ -29,7 +29,11 @@ fn copy(i: u16, len: usize) -> CopyRecord {
 }
 
 fn names() -> Names {
-    Names { ports: vec!["vm-a".into(), "vm-b".into()], rules: vec!["dns".into()], chains: vec!["tap".into()] }
+    Names {
+        ports: vec!["vm-a".into(), "vm-b".into()],
+        rules: vec!["dns".to_string()].into(),
+        chains: vec!["tap".into()],
+    }
 }
 
 /// The UDP source ports of the frames in `path`, read by tshark; fails the

@@ -63,7 +63,7 @@ fn tshark_shows_ports_rules_lengths_and_times() {
     let path = dir.path().join("copies.pcapng");
     let names = Names {
         ports: vec!["vm-web-1".into(), "vm-db-1".into()],
-        rules: vec!["web-to-db".into(), "dns".into()],
+        rules: vec!["web-to-db".to_string(), "dns".to_string()].into(),
         chains: vec!["c0".into(), "inspect".into(), "audit".into()],
     };
     let full = frame(1, 98);

@@ -165,6 +165,74 @@ pub struct Plan {
     pub stats_interval: Option<Duration>,
     /// The EAL and the mbuf pool, when there are DPDK ports.
     pub dpdk: Option<DpdkPlan>,
+    /// Run-time control settings.
+    pub control: ControlPlan,
+}
+
+/// Default path of the control API's Unix socket.
+pub const DEFAULT_SOCKET: &str = "/run/flowsteer/flowsteer.sock";
+/// Default of `control.max_rules`.
+pub const DEFAULT_MAX_RULES: u32 = 65_536;
+/// Largest `control.max_rules` (each worker keeps 2 x 16 bytes of counters per rule).
+pub const MAX_MAX_RULES: u32 = 1 << 20;
+
+/// How the running dataplane is controlled (`control:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlan {
+    /// The control API's Unix socket.
+    pub socket: PathBuf,
+    /// Where the metrics-only TCP listener listens, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Reload the rules when the file changes.
+    pub watch: bool,
+    /// The most rules the running set may hold.
+    pub max_rules: usize,
+}
+
+impl ControlPlan {
+    /// Counter slots per worker: twice `max_rules`, so that replacing a full
+    /// set by one of all-new names still finds a slot for every new rule
+    /// while the old ones are counted until the workers leave them.
+    pub fn counter_slots(&self) -> usize {
+        self.max_rules * 2
+    }
+}
+
+fn compile_control(c: &crate::config::ControlCfg, file: &str, rules: usize) -> Result<ControlPlan, ConfigError> {
+    let metrics_listen = match &c.metrics_listen {
+        None => None,
+        Some(m) => {
+            let t = m.value.trim();
+            let addr = match t.parse::<u16>() {
+                Ok(port) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+                Err(_) => t.parse::<std::net::SocketAddr>(),
+            };
+            Some(addr.map_err(|_| {
+                Pos::of(m, "control.metrics_listen")
+                    .error(file, format!("`{t}` is not addr:port or a port (want e.g. 127.0.0.1:9417 or [::1]:9417)"))
+            })?)
+        }
+    };
+    let max_rules = match &c.max_rules {
+        None => DEFAULT_MAX_RULES,
+        Some(m) if !(1..=MAX_MAX_RULES).contains(&m.value) => {
+            return Err(Pos::of(m, "control.max_rules").error(file, format!("must be between 1 and {MAX_MAX_RULES}")))
+        }
+        Some(m) if (m.value as usize) < rules => {
+            return Err(
+                Pos::of(m, "control.max_rules").error(file, format!("is {} but the file has {rules} rules", m.value))
+            )
+        }
+        Some(m) => m.value,
+    };
+    let socket = match &c.socket {
+        Some(p) if p.value.as_os_str().is_empty() => {
+            return Err(Pos::of(p, "control.socket").error(file, "must not be empty"))
+        }
+        Some(p) => p.value.clone(),
+        None => PathBuf::from(DEFAULT_SOCKET),
+    };
+    Ok(ControlPlan { socket, metrics_listen, watch: c.watch.unwrap_or(true), max_rules: max_rules as usize })
 }
 
 impl std::fmt::Debug for Plan {
@@ -474,7 +542,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     debug_assert_eq!(rule_ix.len(), cfg.rules.len());
     let mut rules = Vec::new();
     for (i, r) in cfg.rules.iter().enumerate() {
-        rules.push(compile_rule(r, i, file, &port_ix, &chain_ix)?);
+        rules.push(compile_rule(r, &format!("rules[{i}]"), file, &port_ix, &chain_ix)?);
     }
     let rules = RuleSet::new(rules).map(Arc::new).map_err(|e| match e {
         RuleError::Overlap { second, .. } | RuleError::DuplicateName { second, .. } => {
@@ -491,6 +559,8 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             log::warn!("{file}:{}: chain `{}` is not used by any rule", c.name.referenced.line(), spec.name);
         }
     }
+
+    let control = compile_control(&cfg.control, file, cfg.rules.len())?;
 
     // Workers: both ports of a link on one worker; links spread round-robin,
     // unlinked ports to the least loaded worker.
@@ -624,19 +694,31 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         sink_queue: dp.sink_queue.value as usize,
         stats_interval: (dp.stats_interval.value > 0.0).then(|| Duration::from_secs_f64(dp.stats_interval.value)),
         dpdk,
+        control,
     })
 }
 
-fn compile_rule(
+/// `prefix.field`, or just `field` under an empty prefix.
+fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_string()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+/// Compiles one rule found under field path `prefix` (`rules[3]`, or empty
+/// for a rule on its own, as the control API receives them).
+pub(crate) fn compile_rule(
     r: &RuleCfg,
-    i: usize,
+    prefix: &str,
     file: &str,
     port_ix: &HashMap<String, usize>,
     chain_ix: &HashMap<String, usize>,
 ) -> Result<Rule, ConfigError> {
-    let at = |s: &dyn SpanOf, f: &str| Pos { line: s.line(), column: s.column(), field: format!("rules[{i}].{f}") };
+    let at = |s: &dyn SpanOf, f: &str| Pos { line: s.line(), column: s.column(), field: join(prefix, f) };
     let action = match (&r.chain, &r.action) {
-        (Some(c), None) => Action::Chain(lookup(chain_ix, c, format!("rules[{i}].chain"), file, "chain")? as u16),
+        (Some(c), None) => Action::Chain(lookup(chain_ix, c, join(prefix, "chain"), file, "chain")? as u16),
         (None, Some(a)) => match a.value {
             ActionCfg::Drop => Action::Drop,
         },
@@ -650,7 +732,7 @@ fn compile_rule(
                 .error(file, format!("rule `{}` needs `chain: <chain name>` or `action: drop`", r.name.value)))
         }
     };
-    let matches = compile_match(&r.matches, &format!("rules[{i}].match"), file, port_ix)?;
+    let matches = compile_match(&r.matches, &join(prefix, "match"), file, port_ix)?;
     Ok(Rule { name: r.name.value.clone(), priority: r.priority.value, matches, symmetric: r.symmetric, action })
 }
 

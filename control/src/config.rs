@@ -85,6 +85,9 @@ pub struct Config {
     pub rules: Vec<RuleCfg>,
     /// DPDK's EAL and mbuf pool (only in binaries built with the `dpdk` feature).
     pub dpdk: Option<Spanned<DpdkCfg>>,
+    /// Run-time control: the API socket, the metrics listener, reloads.
+    #[serde(default)]
+    pub control: ControlCfg,
 }
 
 /// `dpdk:` — the EAL and the mbuf pool, for `type: dpdk` ports.
@@ -108,6 +111,20 @@ pub struct DpdkCfg {
     pub mbufs: Option<Spanned<u32>>,
     /// Per-lcore mempool cache (default 256).
     pub mbuf_cache: Option<Spanned<u32>>,
+}
+
+/// `control:` — how `flowsteer run` is controlled while it runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlCfg {
+    /// Unix socket of the control API (default `/run/flowsteer/flowsteer.sock`).
+    pub socket: Option<Spanned<PathBuf>>,
+    /// `addr:port` (or a bare port, on loopback) of a TCP listener serving only `GET /metrics`.
+    pub metrics_listen: Option<Spanned<String>>,
+    /// Reload the rules when the file changes (default true).
+    pub watch: Option<bool>,
+    /// The most rules the running set may hold (default 65536).
+    pub max_rules: Option<Spanned<u32>>,
 }
 
 /// A list that may also be written as an empty key (`rules:` with every
@@ -648,7 +665,13 @@ pub fn load(path: &Path) -> Result<(Config, String), ConfigError> {
 
 /// Parses configuration text; `file` is only used in error messages.
 pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
-    serde_saphyr::from_str::<Config>(text).map_err(|e| {
+    parse_as(text, file)
+}
+
+/// Parses YAML (or JSON, which is YAML) text into any configuration type
+/// (a whole file, one rule), with errors located like [`parse_str`]'s.
+pub fn parse_as<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str::<T>(text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line() as u32, l.column() as u32)).unwrap_or((0, 0));
         let plain = e.without_snippet().to_string();
         // The library prefixes its message with the position; ours goes first already.
@@ -754,6 +777,32 @@ pub fn yaml_path_at(text: &str, line: u32, column: u32) -> String {
             out.push('.');
             out.push_str(p);
         }
+    }
+    if out.is_empty() {
+        "(document)".into()
+    } else {
+        out
+    }
+}
+
+/// The field path at `line`:`column` (1-based) of a JSON text, which is
+/// all flow collections, whatever its line breaks.
+pub fn json_path_at(text: &str, line: u32, column: u32) -> String {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line as usize {
+            offset += l.char_indices().nth(column.saturating_sub(1) as usize).map_or(l.len(), |(o, _)| o);
+            break;
+        }
+        offset += l.len();
+    }
+    let parts = flow_path(&text[..offset.min(text.len())]);
+    let mut out = String::new();
+    for p in &parts {
+        if !p.starts_with('[') && !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(p);
     }
     if out.is_empty() {
         "(document)".into()

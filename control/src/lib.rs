@@ -2,8 +2,13 @@
 //! dataplane's and the chains' structures, and the `flowsteer` commands.
 #![deny(unsafe_code)]
 
+pub mod api;
+pub mod client;
 pub mod compile;
 pub mod config;
 pub mod dpdk;
+pub mod live;
+pub mod reload;
 pub mod report;
+pub mod rules;
 pub mod runtime;

@@ -1,8 +1,10 @@
 //! The `flowsteer` command.
 
 use clap::{Parser, Subcommand};
+use control::client::{self, Body, Client, ClientError};
 use control::compile::{compile, Plan};
 use control::config::{load, ConfigError};
+use control::live::Live;
 use control::runtime::{self, ReplayArgs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +39,9 @@ enum Command {
         /// Seconds between rate summaries (overrides dataplane.stats_interval; 0 = off).
         #[arg(long, value_name = "SECS")]
         stats_interval: Option<f64>,
+        /// Serve the control API on this Unix socket (overrides control.socket).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// Validate a configuration: exit 0 when it is good, 2 with one located
     /// error (file:line:column: field: message) when it is not.
@@ -63,6 +68,101 @@ enum Command {
         /// The port the capture enters by (default: the first linked port).
         #[arg(long, value_name = "PORT")]
         in_port: Option<String>,
+    },
+    /// List, add, delete or replace the rules of a running `flowsteer run`
+    /// (through its control socket). Exit 1: cannot reach it; 2: it refused.
+    Rules {
+        #[command(subcommand)]
+        op: RulesOp,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Show the counters of a running `flowsteer run`; with --watch a live
+    /// table refreshed in place, with rates. Exit 1: cannot reach it.
+    Stats {
+        /// Refresh in place until interrupted (like top).
+        #[arg(short, long)]
+        watch: bool,
+        /// Seconds between refreshes with --watch.
+        #[arg(short, long, value_name = "S", default_value_t = 1.0)]
+        interval: f64,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Make a running `flowsteer run` reload the rules from its file; the
+    /// file's error is printed (exit 2) and the running rules kept when it is invalid.
+    Reload {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Turn the bypass of a running `flowsteer run` on (forward everything
+    /// without classifying or copying) or off.
+    Bypass {
+        /// `on` or `off`.
+        state: OnOff,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+}
+
+/// The control socket the client commands talk to.
+#[derive(clap::Args)]
+struct SocketArg {
+    /// The control socket of the running flowsteer (its control.socket).
+    #[arg(long, value_name = "PATH", default_value = control::compile::DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand)]
+enum RulesOp {
+    /// Print the running rules.
+    List {
+        /// Print the server's JSON (valid input for `rules replace --all`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a rule (JSON or YAML, the schema of a rule in the configuration file).
+    Add {
+        /// The rule, e.g. '{"name": "dns", "priority": 5, "match": {"proto": "udp", "dst_port": 53}, "chain": "inspect"}'.
+        #[arg(required_unless_present = "file")]
+        rule: Option<String>,
+        /// Read the rule from a file (`.json`, else YAML; `-` for standard input).
+        #[arg(short, long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Delete a rule, or every rule with --all.
+    Del {
+        /// The rule's name.
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Delete every rule.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// Replace a rule (NAME, or adds it), or every rule with --all
+    /// (the body is then `{"rules": [...]}`, or `rules:` in YAML).
+    Replace {
+        /// The rule's name (its definition's name must be the same).
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Replace every rule.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// The rule (or rules), as for `add`.
+        #[arg(long, value_name = "JSON|YAML", required_unless_present = "file")]
+        rule: Option<String>,
+        /// Read it from a file (`.json`, else YAML; `-` for standard input).
+        #[arg(short, long, value_name = "FILE")]
+        file: Option<PathBuf>,
     },
 }
 
@@ -98,7 +198,51 @@ fn main() -> ExitCode {
             }
             Err(e) => config_failed(&e),
         },
-        Command::Run { config, stats_interval } => {
+        Command::Rules { op, socket } => client_result(rules_command(op, &Client::new(&socket.socket))),
+        Command::Stats { watch, interval, json, socket } => {
+            let c = Client::new(&socket.socket);
+            if watch {
+                if !(interval > 0.0 && interval.is_finite()) {
+                    eprintln!("flowsteer: --interval must be a positive number of seconds");
+                    return ExitCode::from(2);
+                }
+                let stop = Arc::new(AtomicBool::new(false));
+                for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                    let _ = signal_hook::flag::register(sig, Arc::clone(&stop));
+                }
+                return client_result(
+                    client::watch(&c, std::time::Duration::from_secs_f64(interval), &stop).map(|_| String::new()),
+                );
+            }
+            client_result(c.call("GET", "/stats", None).map(|(_, v)| {
+                if json {
+                    format!("{v:#}\n")
+                } else {
+                    client::stats_table(&v, None)
+                }
+            }))
+        }
+        Command::Reload { socket } => client_result(
+            Client::new(&socket.socket)
+                .call("POST", "/reload", None)
+                .map(|(_, v)| format!("reloaded: {}\n", client::describe_applied(&v))),
+        ),
+        Command::Bypass { state, socket } => {
+            let on = matches!(state, OnOff::On);
+            let body = Body {
+                bytes: format!("{{\"on\": {on}}}").into_bytes(),
+                content_type: "application/json",
+                origin: None,
+            };
+            client_result(Client::new(&socket.socket).call("POST", "/bypass", Some(&body)).map(|(_, v)| {
+                format!(
+                    "bypass {} (was {})\n",
+                    if on { "on" } else { "off" },
+                    if v["was"].as_bool() == Some(true) { "on" } else { "off" }
+                )
+            }))
+        }
+        Command::Run { config, stats_interval, socket } => {
             let mut plan = match load_plan(&config) {
                 Ok(p) => p,
                 Err(e) => return config_failed(&e),
@@ -110,6 +254,9 @@ fn main() -> ExitCode {
                 }
                 plan.stats_interval = (s > 0.0).then(|| std::time::Duration::from_secs_f64(s));
             }
+            if let Some(s) = socket {
+                plan.control.socket = s;
+            }
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 // A second signal while draining exits at once (status 1), as a stuck sink
@@ -120,7 +267,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            match runtime::run(&plan, &stop) {
+            let hup = Arc::new(AtomicBool::new(false));
+            if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)) {
+                eprintln!("flowsteer: cannot install the handler for SIGHUP: {e}");
+                return ExitCode::FAILURE;
+            }
+            let attach = |shared: &runtime::Shared| Live::start(&plan, &config, shared, Arc::clone(&hup));
+            match runtime::run_with(&plan, &stop, attach) {
                 Ok(snap) => {
                     print!("{}", snap.report());
                     ExitCode::SUCCESS
@@ -147,6 +300,53 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs a `flowsteer rules` command; returns what to print.
+fn rules_command(op: RulesOp, c: &Client) -> Result<String, ClientError> {
+    let enc = |n: &str| {
+        n.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let applied = |r: Result<(u16, serde_json::Value), ClientError>| {
+        r.map(|(_, v)| format!("{}\n", client::describe_applied(&v)))
+    };
+    match op {
+        RulesOp::List { json } => {
+            c.call("GET", "/rules", None).map(|(_, v)| if json { format!("{v:#}\n") } else { client::rules_table(&v) })
+        }
+        RulesOp::Add { rule, file } => {
+            applied(c.call("POST", "/rules", Some(&Body::from_arg(rule.as_deref(), file.as_deref())?)))
+        }
+        RulesOp::Del { name: Some(n), .. } => applied(c.call("DELETE", &format!("/rules/{}", enc(&n)), None)),
+        RulesOp::Del { name: None, .. } => applied(c.call("DELETE", "/rules", None)),
+        RulesOp::Replace { name, rule, file, .. } => {
+            let body = Body::from_arg(rule.as_deref(), file.as_deref())?;
+            let path = name.map_or_else(|| "/rules".to_string(), |n| format!("/rules/{}", enc(&n)));
+            applied(c.call("PUT", &path, Some(&body)))
+        }
+    }
+}
+
+/// Prints a client command's outcome; exit 1 (connection) or 2 (refused) on error.
+fn client_result(r: Result<String, ClientError>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flowsteer: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -98,7 +98,7 @@ impl Snapshot {
         let mut malformed = [0u64; Malformed::COUNT];
         let mut drops = [0u64; DropReason::COUNT];
         s.ports = sh.names.ports.iter().map(|n| (n.clone(), PortStats::default())).collect();
-        s.rules = sh.names.rules.iter().map(|n| (n.clone(), 0, 0)).collect();
+        s.rules = sh.book.counts();
         for w in &sh.workers {
             s.rx += w.rx.get();
             s.tx += w.tx.get();
@@ -125,10 +125,6 @@ impl Snapshot {
                 acc.tx_packets += p.tx_packets;
                 acc.tx_bytes += p.tx_bytes;
                 acc.tx_dropped += p.tx_dropped;
-            }
-            for ((_, pk, by), c) in s.rules.iter_mut().zip(w.rules.iter()) {
-                *pk += c.packets.get();
-                *by += c.bytes.get();
             }
         }
         s.malformed =
@@ -216,9 +212,13 @@ impl Snapshot {
                 rate(p.tx_packets, q.tx_packets)
             );
         }
-        for ((name, n, _), (_, m, _)) in self.rules.iter().zip(&prev.rules) {
-            if n > m {
-                let _ = write!(line, " | rule {name} {}", rate(*n, *m));
+        // By name: rules come and go between two summaries.
+        let before: std::collections::HashMap<&str, u64> =
+            prev.rules.iter().map(|(n, p, _)| (n.as_str(), *p)).collect();
+        for (name, n, _) in &self.rules {
+            let m = before.get(name.as_str()).copied().unwrap_or(0);
+            if *n > m {
+                let _ = write!(line, " | rule {name} {}", rate(*n, m));
             }
         }
         let copies: u64 = self.sinks.iter().map(|s| s.written).sum();

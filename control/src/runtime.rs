@@ -9,6 +9,7 @@
 use crate::compile::{Plan, PortPlan, Remote, SinkPlan, SinkTarget};
 use crate::config::{FsyncCfg, PortKind};
 use crate::report::Snapshot;
+use crate::rules::RuleBook;
 use chains::sink::erspan::{ErspanSink, ErspanVersion};
 use chains::sink::gre::GreSink;
 use chains::sink::pcapng::{Fsync, PcapngOptions, PcapngSink};
@@ -70,9 +71,13 @@ pub enum RuntimeError {
     /// A command-line argument does not fit the configuration.
     #[error("{0}")]
     Usage(String),
+    /// The control API could not start.
+    #[error("{0}")]
+    Control(String),
 }
 
 /// Everything shared between the running workers, the sinks and control.
+#[derive(Clone)]
 pub struct Shared {
     /// Port and rule names.
     pub names: Arc<Names>,
@@ -94,6 +99,8 @@ pub struct Shared {
     pub tool_ports: Vec<(PortId, Arc<PortCounters>)>,
     /// The bypass switch every worker obeys.
     pub bypass: Arc<Bypass>,
+    /// The running rules and their counter slots; every rule change goes through it.
+    pub book: Arc<RuleBook>,
 }
 
 impl Shared {
@@ -295,7 +302,7 @@ fn start(
 ) -> Result<(Running, Vec<Worker<ChainSet>>), RuntimeError> {
     let names = Arc::new(Names {
         ports: plan.ports.iter().map(|p| p.name.clone()).collect(),
-        rules: plan.rules.rules().iter().map(|r| r.name.clone()).collect(),
+        rules: plan.rules.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>().into(),
         chains: plan.chains.iter().map(|c| c.name.clone()).collect(),
     });
     let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
@@ -309,6 +316,7 @@ fn start(
     }
     let copy_pool = Pool::new(plan.copy_buffers, MAX_FRAME);
     let table = RuleTable::new(Arc::clone(&plan.rules));
+    let counter_slots = plan.control.counter_slots().max(plan.rules.len());
     let bypass = Arc::new(Bypass::new());
     let mut workers = Vec::new();
     let mut worker_stats = Vec::new();
@@ -326,7 +334,7 @@ fn start(
                 })
             })
             .collect();
-        let stats = Arc::new(WorkerStats::new(plan.ports.len(), plan.rules.len()));
+        let stats = Arc::new(WorkerStats::new(plan.ports.len(), counter_slots));
         let mut chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         if let Some(limit) = share {
             chains = chains.with_share_limit(limit);
@@ -339,6 +347,13 @@ fn start(
         worker_stats.push(stats);
         workers.push(w);
     }
+    let book = Arc::new(RuleBook::new(
+        Arc::clone(&table),
+        worker_stats.clone(),
+        Arc::clone(&names),
+        plan.control.max_rules,
+        counter_slots,
+    ));
     let shared = Shared {
         names,
         table,
@@ -350,6 +365,7 @@ fn start(
         copy_pool,
         tool_ports,
         bypass,
+        book,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads };
@@ -401,6 +417,17 @@ impl Running {
 /// Runs the dataplane until `stop` is set (SIGINT/SIGTERM), printing a rate
 /// summary every `plan.stats_interval`. Returns the final counters.
 pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
+    run_with(plan, stop, |_| Ok(()))
+}
+
+/// [`run`], with `attach` called once the workers run; what it returns (the
+/// control API, the reload watcher) lives until the dataplane stops, and is
+/// dropped before the workers are stopped.
+pub fn run_with<T>(
+    plan: &Plan,
+    stop: &AtomicBool,
+    attach: impl FnOnce(&Shared) -> Result<T, RuntimeError>,
+) -> Result<Snapshot, RuntimeError> {
     let mut ports = Vec::new();
     let mut extra = Vec::new();
     // Dropped after `running` (declared first): devices close once workers and sinks are gone.
@@ -428,6 +455,13 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
     #[cfg(not(feature = "dpdk"))]
     let share = None;
     let (running, _) = start(plan, ports, extra, true, false, share)?;
+    let attached = match attach(&running.shared) {
+        Ok(a) => a,
+        Err(e) => {
+            running.stop();
+            return Err(e);
+        }
+    };
     let mut last = running.shared.snapshot();
     let mut last_t = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -435,6 +469,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
         if let Some(i) = running.threads.iter().position(|h| h.is_finished()) {
             // A worker only returns when told to stop: this one died and its ports stopped forwarding.
             // Exit with an error so the service manager (and the guard's bypass) can take over.
+            drop(attached);
             let snap = running.stop();
             print!("{}", snap.report());
             return Err(RuntimeError::Worker {
@@ -451,6 +486,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
             }
         }
     }
+    drop(attached);
     Ok(running.stop())
 }
 

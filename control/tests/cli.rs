@@ -922,7 +922,7 @@ fn replay_malformed_drop_policy_drops_and_counts_them() {
 /// (`-INT`, `-TERM`) and returns what it printed; exit code not yet checked.
 fn run_then_signal(cfg: &Path, after: Duration, signal: &str) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(cfg);
+    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(cfg).arg("--socket").arg(cfg.with_extension("sock"));
     let proc = Proc::spawn(&mut cmd);
     std::thread::sleep(after);
     let kill = Proc::spawn(Command::new("/bin/kill").arg(signal).arg(proc.pid().to_string())).wait(CMD_TIMEOUT);
@@ -947,7 +947,7 @@ fn busy_poll_run_stops_on_sigint_and_flushes() {
     flowsteer(&[&"check", &"-c", &cfg]).assert_code(0);
 
     let mut cmd = Command::new(BIN);
-    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg);
+    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg).arg("--socket").arg(d.join("ctl.sock"));
     let proc = Proc::spawn(&mut cmd);
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(1500) && !proc.stdout_now().lines().any(|l| l.starts_with("rx ")) {

@@ -171,7 +171,7 @@ impl Drop for Bg {
 
 fn start_flowsteer(cfg: &Path, dir: &Path) -> Bg {
     let mut cmd = Command::new(BIN);
-    cmd.args(["-v", "run", "-c"]).arg(cfg).env_remove("RUST_LOG");
+    cmd.args(["-v", "run", "-c"]).arg(cfg).arg("--socket").arg(dir.join("ctl.sock")).env_remove("RUST_LOG");
     let fs = Bg::spawn(&mut cmd, dir, "flowsteer");
     fs.wait_for_stderr("polling", Duration::from_secs(10));
     fs

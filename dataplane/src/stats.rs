@@ -133,8 +133,11 @@ impl PortCounters {
 }
 
 /// Counters of one rule in one worker.
+///
+/// Not cache-line aligned, unlike the other groups: a worker's rule counters
+/// are one array only that worker writes, sized for every counter slot
+/// control may hand out, so padding would only multiply its size by four.
 #[derive(Default, Debug)]
-#[repr(align(64))]
 pub struct RuleCounters {
     /// Packets the rule matched.
     pub packets: Counter,
@@ -201,12 +204,12 @@ pub struct WorkerStats {
     pub bridge: BridgeCounters,
     /// Per port, indexed by port id (all ports, even those of other workers).
     pub ports: Box<[PortCounters]>,
-    /// Per rule, indexed by rule id.
+    /// Per rule, indexed by the rule's counter slot ([`crate::classifier::RuleSet::slot`]).
     pub rules: Box<[RuleCounters]>,
 }
 
 impl WorkerStats {
-    /// Counters for a dataplane with `ports` ports and up to `rules` rules.
+    /// Counters for a dataplane with `ports` ports and `rules` rule counter slots.
     pub fn new(ports: usize, rules: usize) -> WorkerStats {
         WorkerStats {
             rx: Counter::default(),

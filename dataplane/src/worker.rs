@@ -42,8 +42,9 @@ pub enum ChainVerdict {
 /// One value per worker, so implementations keep per-worker state and
 /// counters without sharing.
 pub trait Chains {
-    /// Runs chain `chain` for a packet (parsed into `key`) that rule `rule`
-    /// matched. The original must not be modified; copies are made from it.
+    /// Runs chain `chain` for a packet (parsed into `key`) that the rule
+    /// with counter slot `rule` matched ([`RuleSet::slot`]: the rule's
+    /// identity across rule-set updates, which its copies are labelled with). The original must not be modified; copies are made from it.
     /// `now_ns` is the burst's timestamp, for packets whose port gave none.
     /// Bounded work, no blocking.
     fn run(&mut self, chain: ChainId, rule: RuleId, pkt: &Packet, key: &FlowKey, now_ns: u64) -> ChainVerdict;
@@ -360,7 +361,10 @@ impl<C: Chains> Worker<C> {
                 continue;
             };
             matched += 1;
-            if let Some(rc) = st.rules.get(rule as usize) {
+            // Counted, and shown to the chain, under the rule's counter slot: its identity
+            // across rule-set generations (rule ids change from one set to the next).
+            let slot = self.rules.slot(rule);
+            if let Some(rc) = st.rules.get(slot as usize) {
                 rc.packets.add(1);
                 rc.bytes.add(pkt.len() as u64);
             }
@@ -370,7 +374,7 @@ impl<C: Chains> Worker<C> {
                     if now_ns == 0 {
                         now_ns = wall_clock_ns();
                     }
-                    match self.chains.run(chain, rule, &pkt, &self.keys[j], now_ns) {
+                    match self.chains.run(chain, slot, &pkt, &self.keys[j], now_ns) {
                         ChainVerdict::Forward => self.tx.forward(&mut self.ports, egress, i, pkt, st, now),
                         ChainVerdict::Drop => st.drops[DropReason::ChainClosed as usize].add(1),
                     }

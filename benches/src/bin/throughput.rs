@@ -127,7 +127,7 @@ fn run(scenario: &str, args: &Args, frames: &[Vec<u8>]) -> Outcome {
 
     let names = Arc::new(Names {
         ports: vec!["a".into(), "b".into()],
-        rules: vec!["copy".into()],
+        rules: vec!["copy".to_string()].into(),
         chains: vec!["copy".into()],
     });
     let queue = Arc::new(SinkQueue::new("discard", 8192));

@@ -13,8 +13,10 @@ pub mod vxlan;
 pub use queue::SinkQueue;
 pub use thread::SinkThread;
 
+use arc_swap::ArcSwap;
 use dataplane::classifier::{ChainId, RuleId};
 use dataplane::packet::Packet;
+use std::sync::Arc;
 
 /// One copy on its way to a sink.
 #[derive(Debug)]
@@ -22,7 +24,8 @@ pub struct CopyRecord {
     /// The copied bytes, with the original's metadata (ingress port,
     /// timestamp, original length).
     pub pkt: Packet,
-    /// The rule that steered the original.
+    /// The counter slot of the rule that steered the original (its
+    /// identity across rule-set updates; see [`Names::rule`]).
     pub rule: RuleId,
     /// The chain that made the copy.
     pub chain: ChainId,
@@ -33,8 +36,9 @@ pub struct CopyRecord {
 pub struct Names {
     /// Port names indexed by port id.
     pub ports: Vec<String>,
-    /// Rule names indexed by rule id.
-    pub rules: Vec<String>,
+    /// Rule names indexed by counter slot; control changes them as rules
+    /// come and go.
+    pub rules: RuleNames,
     /// Chain names indexed by chain id.
     pub chains: Vec<String>,
 }
@@ -56,11 +60,55 @@ impl Names {
         }
     }
 
-    /// The name of rule `id`, or `rule<id>` when unknown.
-    pub fn rule(&self, id: RuleId) -> std::borrow::Cow<'_, str> {
-        match self.rules.get(id as usize) {
-            Some(n) => n.as_str().into(),
-            None => format!("rule{id}").into(),
+    /// The name of the rule with counter slot `id` (`rule<id>` when unknown),
+    /// as it is at this moment.
+    pub fn rule(&self, id: RuleId) -> RuleName {
+        RuleName { names: self.rules.0.load_full(), id }
+    }
+}
+
+/// Rule names by counter slot, shared by control (which changes them when
+/// rules are added or removed while the dataplane runs) and the sink threads
+/// (which label copies with them). A slot's name changes only after no
+/// worker can count under the slot's previous rule any more.
+#[derive(Debug, Default)]
+pub struct RuleNames(ArcSwap<Vec<String>>);
+
+impl RuleNames {
+    /// Replaces every name.
+    pub fn set(&self, names: Vec<String>) {
+        self.0.store(Arc::new(names));
+    }
+
+    /// The names now, by slot.
+    pub fn get(&self) -> Arc<Vec<String>> {
+        self.0.load_full()
+    }
+}
+
+impl Clone for RuleNames {
+    fn clone(&self) -> Self {
+        RuleNames(ArcSwap::new(self.0.load_full()))
+    }
+}
+
+impl From<Vec<String>> for RuleNames {
+    fn from(names: Vec<String>) -> Self {
+        RuleNames(ArcSwap::from_pointee(names))
+    }
+}
+
+/// One rule's name, for formatting ([`Names::rule`]).
+pub struct RuleName {
+    names: Arc<Vec<String>>,
+    id: RuleId,
+}
+
+impl std::fmt::Display for RuleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.names.get(self.id as usize) {
+            Some(n) => f.write_str(n),
+            None => write!(f, "rule{}", self.id),
         }
     }
 }

@@ -670,7 +670,8 @@ mod tests {
     fn one_interface_per_port_and_a_comment_per_copy() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("copies.pcapng");
-        let names = Names { ports: vec!["vm-a".into(), "vm-b".into()], rules: vec!["web".into()], chains: vec![] };
+        let names =
+            Names { ports: vec!["vm-a".into(), "vm-b".into()], rules: vec!["web".to_string()].into(), chains: vec![] };
         let mut sink = PcapngSink::create("cap", &path).unwrap();
         sink.write(&record(1, 0, 60, 0), &names).unwrap();
         sink.write(&record(0, 0, 64, 1500), &names).unwrap();

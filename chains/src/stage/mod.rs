@@ -41,7 +41,7 @@ pub struct StageIn<'a> {
     pub pkt: &'a Packet,
     /// Its parsed flow key.
     pub key: &'a FlowKey,
-    /// The rule that steered it.
+    /// The rule that steered it (its counter slot, stable across rule-set updates).
     pub rule: RuleId,
     /// The chain.
     pub chain: ChainId,

@@ -320,11 +320,16 @@ impl Layer3 {
 ///
 /// Control builds one per configuration change and publishes it to the
 /// workers behind an `Arc`; it is never mutated afterwards, so workers read it
-/// without locks. Rule ids are indexes into [`RuleSet::rules`].
+/// without locks. Rule ids are indexes into [`RuleSet::rules`]; they change
+/// from one set to the next. A rule's counter slot ([`RuleSet::slot`]) does
+/// not: control keeps it for as long as a rule of that name exists, so the
+/// rule's counters survive rule-set updates.
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     names: HashMap<String, RuleId>,
+    /// Counter slot of each rule, by rule id.
+    slots: Vec<u32>,
     tss: TupleSpace,
 }
 
@@ -355,12 +360,28 @@ impl RuleSet {
             let verdict = Verdict { rule: i as RuleId, action: r.action };
             std::iter::once(&r.matches).chain(mirror.as_ref()).map(move |m| (m, r.priority, verdict))
         }));
-        Ok(RuleSet { rules, names, tss })
+        let slots = (0..rules.len() as u32).collect();
+        Ok(RuleSet { rules, names, slots, tss })
+    }
+
+    /// The same set with each rule's counter slot given by `slot` (by
+    /// default a rule's slot is its id). Workers count a rule's packets in
+    /// its slot and label its copies with it, so a slot that stays with a
+    /// rule name across sets keeps that rule's counters and copy labels.
+    pub fn with_slots(mut self, mut slot: impl FnMut(&Rule) -> u32) -> RuleSet {
+        self.slots = self.rules.iter().map(&mut slot).collect();
+        self
+    }
+
+    /// The counter slot of rule `id` (the id itself when it is out of range).
+    #[inline]
+    pub fn slot(&self, id: RuleId) -> u32 {
+        self.slots.get(id as usize).copied().unwrap_or(id)
     }
 
     /// The set with no rules: every packet takes the unmatched fast path.
     pub fn empty() -> RuleSet {
-        RuleSet { rules: Vec::new(), names: HashMap::new(), tss: TupleSpace::default() }
+        RuleSet { rules: Vec::new(), names: HashMap::new(), slots: Vec::new(), tss: TupleSpace::default() }
     }
 
     /// The verdict of the highest-priority rule matching `key`, `None` when
