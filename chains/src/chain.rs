@@ -149,6 +149,12 @@ impl Chains for ChainSet {
         }
         ChainVerdict::Forward
     }
+
+    /// Fail-open chains may be skipped to bound monitoring; fail-closed ones never are.
+    #[inline]
+    fn sheddable(&self, chain: ChainId) -> bool {
+        !matches!(self.chains.get(chain as usize), Some(c) if c.on_failure == OnFailure::FailClosed)
+    }
 }
 
 #[cfg(test)]

@@ -232,6 +232,13 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         return Err(Pos::of(&dp.stats_interval, "dataplane.stats_interval")
             .error(file, "must be 0 (off) or a number of seconds"));
     }
+    let budget = dp.monitor_budget.value;
+    if !(budget > 0.0 && budget <= 1.0) {
+        return Err(Pos::of(&dp.monitor_budget, "dataplane.monitor_budget").error(
+            file,
+            format!("must be a share of the worker's time above 0 and at most 1 (1 = no cap), not {budget}"),
+        ));
+    }
     if dp.workers.is_empty() {
         return Err(ConfigError {
             file: file.into(),
@@ -544,6 +551,8 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
                 MalformedCfg::Forward => MalformedPolicy::Forward,
                 MalformedCfg::Drop => MalformedPolicy::Drop,
             },
+            monitor_budget: (dp.monitor_budget.value < 1.0).then_some(dp.monitor_budget.value),
+            overload_bursts: (dp.overload_bursts.value > 0).then_some(dp.overload_bursts.value),
         },
         copy_buffers: {
             // Every sink may hold a full queue of copies, and one stuck sink must not starve the
@@ -1073,5 +1082,17 @@ mod tests {
         let text = "ports:\n  - { name: a, type: pcap }\n";
         let e = compile(&parse_str(text, "t").unwrap(), "t").unwrap_err();
         assert!(e.message.contains("needs `rx`"), "{e}");
+    }
+
+    #[test]
+    fn fail_open_tuning_has_defaults_and_bad_values_name_their_field() {
+        let plan = compile_text("").unwrap();
+        assert_eq!((plan.worker.monitor_budget, plan.worker.overload_bursts), (Some(0.3), Some(8)));
+        let with = |dp: &str| compile(&parse_str(&format!("dataplane:\n{dp}{BASE}"), "t").unwrap(), "t");
+        let plan = with("  monitor_budget: 1\n  overload_bursts: 0\n").unwrap();
+        assert_eq!((plan.worker.monitor_budget, plan.worker.overload_bursts), (None, None), "1 and 0 turn them off");
+        let e = with("  monitor_budget: 1.5\n").unwrap_err();
+        assert_eq!((e.line, e.column, e.field.as_str()), (2, 19, "dataplane.monitor_budget"));
+        assert!(e.message.contains("above 0 and at most 1"), "{e}");
     }
 }

@@ -116,6 +116,14 @@ pub struct DataplaneCfg {
     /// Seconds between the one-line rate summaries of `run`; 0 turns them off.
     #[serde(default = "default_stats_interval")]
     pub stats_interval: Spanned<f64>,
+    /// Largest share of each worker's time its chains may take (0 < x <= 1;
+    /// 1 = no cap); over it, fail-open chains are skipped and counted.
+    #[serde(default = "default_monitor_budget")]
+    pub monitor_budget: Spanned<f64>,
+    /// Consecutive full receive bursts from a port that mean a backlog: chain
+    /// work on that port is shed until a burst comes back short. 0 = off.
+    #[serde(default = "default_overload_bursts")]
+    pub overload_bursts: Spanned<u32>,
 }
 
 impl Default for DataplaneCfg {
@@ -128,6 +136,8 @@ impl Default for DataplaneCfg {
             sink_queue: default_sink_queue(),
             malformed: MalformedCfg::default(),
             stats_interval: default_stats_interval(),
+            monitor_budget: default_monitor_budget(),
+            overload_bursts: default_overload_bursts(),
         }
     }
 }
@@ -153,6 +163,12 @@ fn default_sink_queue() -> Spanned<u32> {
 }
 fn default_stats_interval() -> Spanned<f64> {
     unknown(5.0)
+}
+fn default_monitor_budget() -> Spanned<f64> {
+    unknown(0.3)
+}
+fn default_overload_bursts() -> Spanned<u32> {
+    unknown(8)
 }
 
 /// One worker thread.

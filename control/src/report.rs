@@ -54,7 +54,7 @@ pub struct SinkSnap {
 }
 
 /// Every counter at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Packets received.
     pub rx: u64,
@@ -89,6 +89,16 @@ pub struct Snapshot {
     /// MAC-learning bridge counters (all bridges, all workers): learned,
     /// moved, aged, table full, flooded, flood copies, flood copies lost.
     pub bridge: [u64; 7],
+    /// Per worker: nanoseconds spent running chains.
+    pub monitor_ns: Vec<u64>,
+    /// Time since the dataplane started (the monitoring share's denominator).
+    pub uptime: Duration,
+    /// The configured monitoring budget (share of a worker's time), if any.
+    pub monitor_budget: Option<f64>,
+    /// Matched packets forwarded without their chain because the budget was spent.
+    pub shed_monitor_budget: u64,
+    /// Matched packets forwarded without their chain because their port had a backlog.
+    pub shed_overload: u64,
 }
 
 impl Snapshot {
@@ -105,6 +115,9 @@ impl Snapshot {
             s.matched += w.matched.get();
             s.unmatched += w.unmatched.get();
             s.bypassed += w.bypassed.get();
+            s.monitor_ns.push(w.monitor_ns.get());
+            s.shed_monitor_budget += w.shed_monitor_budget.get();
+            s.shed_overload += w.shed_overload.get();
             s.cache_hits += w.cache_hits.get();
             s.cache_misses += w.cache_misses.get();
             for (acc, c) in malformed.iter_mut().zip(w.malformed.iter()) {
@@ -173,6 +186,8 @@ impl Snapshot {
             })
             .collect();
         s.copy_pool_empty = sh.copy_pool.empty_count();
+        s.uptime = sh.started.elapsed();
+        s.monitor_budget = sh.monitor_budget;
         for w in &sh.workers {
             let b = &w.bridge;
             let v = [
@@ -203,6 +218,26 @@ impl Snapshot {
         stages + sinks
     }
 
+    /// Each worker's monitoring share since `prev` (of the time between the
+    /// two snapshots): the share of its core its chains took.
+    pub fn monitoring_shares(&self, prev: &Snapshot) -> Vec<f64> {
+        let dt = self.uptime.saturating_sub(prev.uptime).as_nanos().max(1) as f64;
+        let before = |i: usize| prev.monitor_ns.get(i).copied().unwrap_or(0);
+        self.monitor_ns.iter().enumerate().map(|(i, &ns)| ns.saturating_sub(before(i)) as f64 / dt).collect()
+    }
+
+    /// `monitoring share 12% (worker 0 12%, worker 1 3%)` since `prev`.
+    fn monitoring_line(&self, prev: &Snapshot) -> String {
+        let shares = self.monitoring_shares(prev);
+        let top = shares.iter().copied().fold(0.0, f64::max);
+        let mut line = format!("monitoring share {}", pct(top));
+        if shares.len() > 1 {
+            let each: Vec<String> = shares.iter().enumerate().map(|(i, s)| format!("worker {i} {}", pct(*s))).collect();
+            let _ = write!(line, " ({})", each.join(", "));
+        }
+        line
+    }
+
     /// The one-line summary of rates since `prev`, as testpmd prints them.
     pub fn rate_line(&self, prev: &Snapshot, dt: Duration) -> String {
         let secs = dt.as_secs_f64().max(1e-9);
@@ -230,6 +265,8 @@ impl Snapshot {
             self.copies_lost().saturating_sub(prev.copies_lost()),
             self.dropped().saturating_sub(prev.dropped())
         );
+        let shed = |s: &Snapshot| s.shed_monitor_budget + s.shed_overload;
+        let _ = write!(line, " | {} shed {}", self.monitoring_line(prev), shed(self).saturating_sub(shed(prev)));
         line
     }
 
@@ -298,6 +335,15 @@ impl Snapshot {
                 b[0], b[1], b[2], b[3], b[4], b[5], b[6]
             );
         }
+        let since_start = Snapshot { monitor_ns: vec![0; self.monitor_ns.len()], ..Snapshot::default() };
+        let _ = writeln!(
+            o,
+            "{} (budget {}); chains shed: budget {} overload {}",
+            self.monitoring_line(&since_start),
+            self.monitor_budget.map_or("none".to_string(), pct),
+            self.shed_monitor_budget,
+            self.shed_overload
+        );
         let _ = writeln!(
             o,
             "copies: lost {} (copy pool empty {}); flow cache: hits {} misses {}",
@@ -307,6 +353,16 @@ impl Snapshot {
             self.cache_misses
         );
         o
+    }
+}
+
+/// `12%`, `0.4%`: a share as a percentage, one decimal below 10%.
+pub fn pct(share: f64) -> String {
+    let p = share * 100.0;
+    if p < 10.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.0}%")
     }
 }
 
@@ -340,7 +396,11 @@ mod tests {
             ..Default::default()
         };
         a.sinks.push(SinkSnap { name: "cap".into(), ..Default::default() });
+        a.monitor_ns = vec![0];
         let mut b = a.clone();
+        b.uptime = Duration::from_secs(2);
+        b.monitor_ns = vec![500_000_000];
+        b.shed_overload = 3;
         b.rx = 2_000_000;
         b.ports[0].1.rx_packets = 2_000_000;
         b.rules[0].1 = 10;
@@ -348,7 +408,7 @@ mod tests {
         let line = b.rate_line(&a, Duration::from_secs(2));
         assert_eq!(
             line,
-            "rx 1.00 Mpps tx 0 pps | a rx 1.00 Mpps tx 0 pps | rule web 5 pps | copies 5 pps lost 0 | dropped 0"
+            "rx 1.00 Mpps tx 0 pps | a rx 1.00 Mpps tx 0 pps | rule web 5 pps | copies 5 pps lost 0 | dropped 0 | monitoring share 25% shed 3"
         );
     }
 }

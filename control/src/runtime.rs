@@ -94,6 +94,10 @@ pub struct Shared {
     pub tool_ports: Vec<(PortId, Arc<PortCounters>)>,
     /// The bypass switch every worker obeys.
     pub bypass: Arc<Bypass>,
+    /// When the dataplane started (monitoring shares are of the time since).
+    pub started: Instant,
+    /// The monitoring budget every worker keeps to, if any.
+    pub monitor_budget: Option<f64>,
 }
 
 impl Shared {
@@ -341,6 +345,8 @@ fn start(
         copy_pool,
         tool_ports,
         bypass,
+        started: Instant::now(),
+        monitor_budget: plan.worker.monitor_budget,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads };
@@ -496,6 +502,10 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
             }
         }
     }
+    // Offline, the input is always a backlog and the clock is not the capture's:
+    // no budget or overload shedding, every matched packet runs its chain.
+    plan.worker.monitor_budget = None;
+    plan.worker.overload_bursts = None;
     // One worker owns every port, in this thread.
     plan.workers = vec![crate::compile::WorkerPlan { core: None, ports: (0..plan.ports.len() as PortId).collect() }];
     let mut ports = Vec::new();

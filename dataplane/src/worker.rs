@@ -8,6 +8,11 @@
 //! Housekeeping (flushing capture writers, heartbeat) runs on a cheap
 //! iteration counter, never on a clock read per packet.
 //!
+//! A burst's originals are decided first and held; the chains of the
+//! matched ones then run as one timed block (see [`crate::monitor`]: the
+//! monitoring share, the budget and overload shedding); then every original
+//! the chains let through is staged, in arrival order.
+//!
 //! Nothing on this path allocates, locks, or makes a system call per packet;
 //! every packet the worker does not transmit is counted under a
 //! [`DropReason`].
@@ -17,6 +22,7 @@ use crate::cache::FlowCache;
 use crate::classifier::{Action, ChainId, RuleId, RuleSet};
 use crate::flow::FlowKey;
 use crate::forward::{Bridge, Decision, Forwarding, PortRole};
+use crate::monitor::MonitorBudget;
 use crate::packet::{Packet, Pool, PortId};
 use crate::parser::{parse, Malformed};
 use crate::port::{Burst, Port};
@@ -50,6 +56,13 @@ pub trait Chains {
 
     /// Called once after each poll round that processed packets.
     fn end_burst(&mut self) {}
+
+    /// Whether the worker may skip chain `chain` to bound monitoring (budget,
+    /// overload), forwarding the original unmonitored. Chains that must not
+    /// pass unmonitored traffic (fail-closed) say no and always run.
+    fn sheddable(&self, _chain: ChainId) -> bool {
+        true
+    }
 }
 
 /// A worker without chains: every matched packet is forwarded (benchmarks, tests).
@@ -83,11 +96,24 @@ pub struct WorkerConfig {
     pub burst: usize,
     /// Malformed-packet policy.
     pub malformed: MalformedPolicy,
+    /// Largest share of the worker's time its chains may take (0..=1); over
+    /// it, sheddable chains are skipped ([`crate::monitor`]). `None`: no cap.
+    pub monitor_budget: Option<f64>,
+    /// Consecutive full receive bursts from one port after which the worker
+    /// sheds that port's chain work until a burst comes back short. `None`: never.
+    pub overload_bursts: Option<u32>,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { id: 0, flow_cache: 65_536, burst: crate::BURST, malformed: MalformedPolicy::Forward }
+        WorkerConfig {
+            id: 0,
+            flow_cache: 65_536,
+            burst: crate::BURST,
+            malformed: MalformedPolicy::Forward,
+            monitor_budget: None,
+            overload_bursts: None,
+        }
     }
 }
 
@@ -153,6 +179,17 @@ pub struct Worker<C: Chains> {
     keys: [FlowKey; BURST],
     hashes: [u64; BURST],
     bad: [Option<Malformed>; BURST],
+    /// Originals of the burst being processed that are to be forwarded, in
+    /// order; for matched ones (chain, rule, index into `keys`); the verdicts.
+    held: Burst,
+    held_by: [Option<(ChainId, RuleId, usize)>; BURST],
+    /// Whether any held packet has a chain to run.
+    chained: bool,
+    verdicts: [ChainVerdict; BURST],
+    /// The monitoring budget, if one is set.
+    budget: Option<MonitorBudget>,
+    /// Per local port: consecutive full receive bursts.
+    full_streak: Vec<u32>,
 }
 
 impl<C: Chains> Worker<C> {
@@ -223,6 +260,12 @@ impl<C: Chains> Worker<C> {
             keys: [FlowKey::default(); BURST],
             hashes: [0; BURST],
             bad: [None; BURST],
+            held: Burst::new(),
+            held_by: [None; BURST],
+            chained: false,
+            verdicts: [ChainVerdict::Forward; BURST],
+            budget: cfg.monitor_budget.map(MonitorBudget::new),
+            full_streak: vec![0; ports.len()],
             cfg,
             ports,
             egress,
@@ -287,7 +330,10 @@ impl<C: Chains> Worker<C> {
             if bypass {
                 self.bypass_burst(i, &mut burst);
             } else {
-                self.process(i, &mut burst);
+                let streak = if n >= self.cfg.burst { self.full_streak[i].saturating_add(1) } else { 0 };
+                self.full_streak[i] = streak;
+                let overloaded = self.cfg.overload_bursts.is_some_and(|k| streak >= k);
+                self.process(i, &mut burst, overloaded);
             }
         }
         if total > 0 {
@@ -316,8 +362,9 @@ impl<C: Chains> Worker<C> {
     /// Three passes over the burst: parse every packet's key, hash the keys
     /// and prefetch their flow-cache slots, then decide each packet's fate.
     /// Splitting the passes lets the cache misses of the whole burst overlap.
+    /// With `overloaded`, the port has a backlog: chain work is shed.
     #[inline]
-    fn process(&mut self, i: usize, burst: &mut Burst) {
+    fn process(&mut self, i: usize, burst: &mut Burst, overloaded: bool) {
         let st = &*self.stats;
         st.rx.add(burst.len() as u64);
         for (j, pkt) in burst.iter().enumerate() {
@@ -338,7 +385,6 @@ impl<C: Chains> Worker<C> {
         let now = self.burst_time(egress);
         let mut unmatched = 0u64;
         let mut matched = 0u64;
-        let mut now_ns = 0u64;
         for (j, pkt) in burst.drain(..).enumerate() {
             if let Some(reason) = self.bad[j] {
                 st.malformed[reason as usize].add(1);
@@ -356,7 +402,9 @@ impl<C: Chains> Worker<C> {
             let Some((rule, action)) = rule.and_then(|r| self.rules.rules().get(r as usize).map(|x| (r, x.action)))
             else {
                 unmatched += 1;
-                self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
+                self.held_by[self.held.len()] = None;
+                // Cannot fail: `held` has room for a whole burst.
+                let _ = self.held.try_push(pkt);
                 continue;
             };
             matched += 1;
@@ -367,18 +415,70 @@ impl<C: Chains> Worker<C> {
             match action {
                 Action::Drop => st.drops[DropReason::RuleDrop as usize].add(1),
                 Action::Chain(chain) => {
-                    if now_ns == 0 {
-                        now_ns = wall_clock_ns();
-                    }
-                    match self.chains.run(chain, rule, &pkt, &self.keys[j], now_ns) {
-                        ChainVerdict::Forward => self.tx.forward(&mut self.ports, egress, i, pkt, st, now),
-                        ChainVerdict::Drop => st.drops[DropReason::ChainClosed as usize].add(1),
-                    }
+                    self.held_by[self.held.len()] = Some((chain, rule, j));
+                    self.chained = true;
+                    let _ = self.held.try_push(pkt);
                 }
             }
         }
         st.unmatched.add(unmatched);
         st.matched.add(matched);
+        if self.chained {
+            self.chained = false;
+            self.run_chains(overloaded);
+        }
+        self.stage_held(i, egress, now);
+    }
+
+    /// Runs the held packets' chains as one timed block, or sheds them
+    /// (budget spent, port overloaded); fills `verdicts`.
+    #[inline]
+    fn run_chains(&mut self, overloaded: bool) {
+        let st = &*self.stats;
+        let t0 = Instant::now();
+        let admitted = match &mut self.budget {
+            Some(b) => b.admit(t0),
+            None => true,
+        };
+        let shed = if overloaded {
+            Some(&st.shed_overload)
+        } else if !admitted {
+            Some(&st.shed_monitor_budget)
+        } else {
+            None
+        };
+        let now_ns = wall_clock_ns();
+        for (k, pkt) in self.held.iter().enumerate() {
+            let Some((chain, rule, j)) = self.held_by[k] else {
+                self.verdicts[k] = ChainVerdict::Forward;
+                continue;
+            };
+            self.verdicts[k] = match shed {
+                Some(counter) if self.chains.sheddable(chain) => {
+                    counter.add(1);
+                    ChainVerdict::Forward
+                }
+                _ => self.chains.run(chain, rule, pkt, &self.keys[j], now_ns),
+            };
+        }
+        let spent = t0.elapsed();
+        st.monitor_ns.add(spent.as_nanos() as u64);
+        if let Some(b) = &mut self.budget {
+            b.charge(spent);
+        }
+    }
+
+    /// Stages the held originals (unmatched, or let through by their chain), in order.
+    #[inline]
+    fn stage_held(&mut self, i: usize, egress: Egress, now: u64) {
+        let st = &*self.stats;
+        for (k, pkt) in self.held.drain(..).enumerate() {
+            if self.held_by[k].is_some() && self.verdicts[k] == ChainVerdict::Drop {
+                st.drops[DropReason::ChainClosed as usize].add(1);
+            } else {
+                self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
+            }
+        }
     }
 
     /// The time bridges learn with for a burst bound to `egress`; links need
