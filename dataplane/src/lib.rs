@@ -21,6 +21,7 @@ pub mod parser;
 pub mod port;
 pub mod publish;
 pub mod stats;
+pub mod watchdog;
 pub mod wire;
 pub mod worker;
 

@@ -28,6 +28,7 @@ use crate::parser::{parse, Malformed};
 use crate::port::{Burst, Port};
 use crate::publish::RuleTable;
 use crate::stats::{DropReason, WorkerStats, LINK_DOWN, LINK_UP};
+use crate::watchdog::{Forwarder, PortSlot};
 use crate::BURST;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -190,6 +191,12 @@ pub struct Worker<C: Chains> {
     budget: Option<MonitorBudget>,
     /// Per local port: consecutive full receive bursts.
     full_streak: Vec<u32>,
+    /// With a watchdog: where the ports are between poll rounds and while
+    /// chains run ([`crate::watchdog`]); `ports` is empty then.
+    slot: Option<Arc<PortSlot>>,
+    /// True for a bypass forwarder: it skips a round when the worker has the
+    /// ports, where a worker waits for them.
+    yields: bool,
 }
 
 impl<C: Chains> Worker<C> {
@@ -266,6 +273,8 @@ impl<C: Chains> Worker<C> {
             verdicts: [ChainVerdict::Forward; BURST],
             budget: cfg.monitor_budget.map(MonitorBudget::new),
             full_streak: vec![0; ports.len()],
+            slot: None,
+            yields: false,
             cfg,
             ports,
             egress,
@@ -293,9 +302,66 @@ impl<C: Chains> Worker<C> {
         &self.stats
     }
 
-    /// The worker's ports (for their own counters after a run).
+    /// The worker's ports (for their own counters after a run). Empty
+    /// between poll rounds when the worker is watched (they are in its slot).
     pub fn ports(&self) -> &[Box<dyn Port>] {
         &self.ports
+    }
+
+    /// How many ports the worker polls.
+    pub fn port_count(&self) -> usize {
+        self.egress.len()
+    }
+
+    /// Puts the worker under a watchdog: its ports move into a slot shared
+    /// with a bypass forwarder built here (same ports and forwarding `fwd`,
+    /// no chains, bridges with MAC tables of their own). Hand the forwarder
+    /// to [`crate::watchdog::Watchdog::spawn`].
+    pub fn watched(mut self, fwd: impl Into<Forwarding>) -> Result<(Worker<C>, Forwarder), WorkerError> {
+        let ports = std::mem::take(&mut self.ports);
+        let cfg = WorkerConfig { monitor_budget: None, overload_bursts: None, ..self.cfg.clone() };
+        // No port or rule counters: the worker mirrors the ports' own counters, which include
+        // what the forwarder sent; the forwarder never classifies.
+        let stats = Arc::new(WorkerStats::new(0, 0));
+        let mut f =
+            Worker::new(cfg, ports, fwd, Arc::clone(&self.table), NoChains, stats)?.with_bypass(Forwarder::always_on());
+        let slot = Arc::new(PortSlot::new(std::mem::take(&mut f.ports)));
+        f.slot = Some(Arc::clone(&slot));
+        f.yields = true;
+        self.slot = Some(Arc::clone(&slot));
+        Ok((self, Forwarder::new(slot, f)))
+    }
+
+    /// Takes the ports out of the slot (watched workers). A worker waits for
+    /// them, its heartbeat beating (which tells the forwarder to stop); a
+    /// forwarder gives up at once when the worker has them. True when the
+    /// ports are here.
+    #[inline]
+    fn acquire(&mut self) -> bool {
+        let Some(slot) = &self.slot else { return true };
+        if slot.take(&mut self.ports) {
+            return true;
+        }
+        if self.yields {
+            return false;
+        }
+        while !slot.take(&mut self.ports) {
+            beat(slot);
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    /// Puts the ports back into the slot (watched workers); a worker's
+    /// heartbeat beats, so a forwarder engaged meanwhile leaves them alone.
+    #[inline]
+    fn release(&mut self) {
+        if let Some(slot) = &self.slot {
+            if !self.yields {
+                beat(slot);
+            }
+            slot.put(&mut self.ports);
+        }
     }
 
     /// The worker's chains (for their counters after a run).
@@ -317,10 +383,24 @@ impl<C: Chains> Worker<C> {
 
     /// One poll round over every owned port. Returns the packets received.
     pub fn poll(&mut self) -> usize {
+        self.poll_watched().unwrap_or(0)
+    }
+
+    /// One poll round; `None` when it did not run because the other side
+    /// of the worker's slot has the ports (a bypass forwarder's round).
+    pub fn poll_watched(&mut self) -> Option<usize> {
+        if let Some(slot) = &self.slot {
+            if !self.yields {
+                beat(slot);
+            }
+        }
+        if !self.acquire() {
+            return None;
+        }
         self.refresh_rules();
         let bypass = self.bypass.is_on();
         let mut total = 0;
-        for i in 0..self.ports.len() {
+        for i in 0..self.egress.len() {
             let mut burst = Burst::new();
             let n = self.ports[i].rx_burst(&mut burst);
             if n == 0 {
@@ -354,7 +434,8 @@ impl<C: Chains> Worker<C> {
                 self.flush_ports();
             }
         }
-        total
+        self.release();
+        Some(total)
     }
 
     /// Classifies one received burst and stages the originals for transmission.
@@ -425,7 +506,11 @@ impl<C: Chains> Worker<C> {
         st.matched.add(matched);
         if self.chained {
             self.chained = false;
+            // Chains are where a stall is likeliest: the ports wait in the slot meanwhile,
+            // where a bypass forwarder can take them.
+            self.release();
             self.run_chains(overloaded);
+            self.acquire();
         }
         self.stage_held(i, egress, now);
     }
@@ -562,7 +647,8 @@ impl<C: Chains> Worker<C> {
     pub fn run_to_end(&mut self, stop: &AtomicBool) {
         loop {
             let n = self.poll();
-            if stop.load(Ordering::Relaxed) || (n == 0 && self.ports.iter().all(|p| p.rx_exhausted())) {
+            let exhausted = self.slot.is_none() && self.ports.iter().all(|p| p.rx_exhausted());
+            if stop.load(Ordering::Relaxed) || (n == 0 && exhausted) {
                 break;
             }
         }
@@ -571,6 +657,7 @@ impl<C: Chains> Worker<C> {
 
     /// Sends what is staged and flushes the ports.
     pub fn finish(&mut self) {
+        self.acquire();
         for i in 0..self.tx.out.len() {
             if !self.tx.out[i].is_empty() {
                 self.transmit(i);
@@ -579,6 +666,7 @@ impl<C: Chains> Worker<C> {
         self.chains.end_burst();
         self.flush_ports();
         self.mirror_port_stats();
+        self.release();
     }
 
     /// The generation of the rule set this worker runs.
@@ -667,6 +755,12 @@ fn transmit(out: &mut Burst, port: &mut dyn Port, st: &WorkerStats) {
     if sent < n {
         st.drops[DropReason::TxFull as usize].add((n - sent) as u64);
     }
+}
+
+/// Moves a watched worker's heartbeat on (only the worker writes it).
+#[inline]
+fn beat(slot: &PortSlot) {
+    slot.heartbeat.store(slot.heartbeat.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 /// Nanoseconds since the Unix epoch (vDSO clock read: once per burst at most).
