@@ -15,11 +15,14 @@ fi
 # in .config/nextest.toml; everything else runs in parallel.
 log=$(mktemp /tmp/flowsteer-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
+# `chaos` builds the test-only failure stages (`stall`) into this debug build
+# for the chaos tests; a default build (`cargo build`, the release binary the
+# demos run) never has them.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$log"
+  cargo nextest run --workspace --features control/chaos --no-fail-fast 2>&1 | tee "$log"
   passed=$(sed -n 's/.* tests\? run: \([0-9]*\) passed.*/\1/p' "$log" | tail -1)
 else
-  cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+  cargo test --workspace --features control/chaos --no-fail-fast 2>&1 | tee "$log"
   passed=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$log")
 fi
 

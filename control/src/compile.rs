@@ -15,6 +15,7 @@ use dataplane::classifier::{Action, Match, Rule, RuleError, RuleSet};
 use dataplane::flow::proto;
 use dataplane::forward::{BridgeConfig, Forwarding, Links};
 use dataplane::packet::PortId;
+use dataplane::watchdog::WatchdogConfig;
 use dataplane::worker::{MalformedPolicy, WorkerConfig};
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
@@ -158,6 +159,8 @@ pub struct Plan {
     pub sink_queue: usize,
     /// Interval of the running rate summary; `None` when off.
     pub stats_interval: Option<Duration>,
+    /// The worker watchdog's timing; `None` when off.
+    pub watchdog: Option<WatchdogConfig>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -238,6 +241,14 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             file,
             format!("must be a share of the worker's time above 0 and at most 1 (1 = no cap), not {budget}"),
         ));
+    }
+    let wd = &dp.watchdog;
+    if wd.timeout_ms.value == 0 {
+        return Err(Pos::of(&wd.timeout_ms, "dataplane.watchdog.timeout_ms").error(file, "must be at least 1"));
+    }
+    if wd.check_ms.value == 0 || wd.check_ms.value > wd.timeout_ms.value {
+        return Err(Pos::of(&wd.check_ms, "dataplane.watchdog.check_ms")
+            .error(file, format!("must be at least 1 and at most timeout_ms ({})", wd.timeout_ms.value)));
     }
     if dp.workers.is_empty() {
         return Err(ConfigError {
@@ -575,6 +586,10 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         },
         sink_queue: dp.sink_queue.value as usize,
         stats_interval: (dp.stats_interval.value > 0.0).then(|| Duration::from_secs_f64(dp.stats_interval.value)),
+        watchdog: dp.watchdog.enabled.then(|| WatchdogConfig {
+            timeout: Duration::from_millis(dp.watchdog.timeout_ms.value.into()),
+            check: Duration::from_millis(dp.watchdog.check_ms.value.into()),
+        }),
     })
 }
 
@@ -690,6 +705,8 @@ fn stage_name(s: &StageCfg) -> &'static str {
         StageCfg::Strip(_) => "strip",
         StageCfg::Slice { .. } => "slice",
         StageCfg::Budget { .. } => "budget",
+        #[cfg(feature = "chaos")]
+        StageCfg::Stall { .. } => "stall",
         StageCfg::Copy { .. } => "copy",
     }
 }
@@ -771,6 +788,8 @@ fn compile_stage(
             }
             StageSpec::Budget { pps: pps.as_ref().map(|v| v.value), bps: bps.as_ref().map(|v| v.value) }
         }
+        #[cfg(feature = "chaos")]
+        StageCfg::Stall { after, ms } => StageSpec::Stall { after: after.value, ms: ms.value },
         StageCfg::Copy { to } => {
             if to.is_empty() {
                 return Err(Pos::of(st, format!("{field}.copy.to")).error(file, "copy needs at least one sink in `to`"));
@@ -1094,5 +1113,13 @@ mod tests {
         let e = with("  monitor_budget: 1.5\n").unwrap_err();
         assert_eq!((e.line, e.column, e.field.as_str()), (2, 19, "dataplane.monitor_budget"));
         assert!(e.message.contains("above 0 and at most 1"), "{e}");
+        assert_eq!(plan.watchdog, Some(WatchdogConfig::default()));
+        let plan = with("  watchdog: { timeout_ms: 40, check_ms: 4 }\n").unwrap();
+        let want = WatchdogConfig { timeout: Duration::from_millis(40), check: Duration::from_millis(4) };
+        assert_eq!(plan.watchdog, Some(want));
+        assert_eq!(with("  watchdog: { enabled: false }\n").unwrap().watchdog, None);
+        let e = with("  watchdog:\n    timeout_ms: 20\n    check_ms: 50\n").unwrap_err();
+        assert_eq!((e.line, e.column, e.field.as_str()), (4, 15, "dataplane.watchdog.check_ms"));
+        assert!(e.message.contains("at most timeout_ms (20)"), "{e}");
     }
 }

@@ -53,6 +53,27 @@ pub struct SinkSnap {
     pub queued: u64,
 }
 
+/// What the watchdog knows about one worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchSnap {
+    /// Whether the worker's ports are with the bypass forwarder now.
+    pub bypassing: bool,
+    /// Times the bypass forwarder was engaged (`watchdog_bypass_engaged`).
+    pub engaged: u64,
+    /// Times the ports went back to the worker.
+    pub failbacks: u64,
+    /// Time in bypass, the current period included.
+    pub bypass_time: Duration,
+    /// Packets the bypass forwarder carried (`bypassed_packets`): forwarded, never copied.
+    pub bypassed_packets: u64,
+    /// Stalls during which the worker held its ports (no in-process bypass possible).
+    pub stuck_holding_ports: u64,
+    /// Last detection time (last heartbeat seen to engagement).
+    pub last_detect: Duration,
+    /// Last takeover time (engagement to the forwarder's first round with the ports).
+    pub last_takeover: Duration,
+}
+
 /// Every counter at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -64,7 +85,8 @@ pub struct Snapshot {
     pub matched: u64,
     /// Packets no rule matched.
     pub unmatched: u64,
-    /// Packets forwarded unclassified while the bypass switch was on.
+    /// Packets forwarded unclassified: while the bypass switch was on, or by
+    /// a watchdog's bypass forwarder.
     pub bypassed: u64,
     /// Flow cache hits.
     pub cache_hits: u64,
@@ -99,6 +121,8 @@ pub struct Snapshot {
     pub shed_monitor_budget: u64,
     /// Matched packets forwarded without their chain because their port had a backlog.
     pub shed_overload: u64,
+    /// Per worker, when the watchdog runs.
+    pub watchdog: Vec<WatchSnap>,
 }
 
 impl Snapshot {
@@ -146,7 +170,6 @@ impl Snapshot {
         }
         s.malformed =
             Malformed::ALL.iter().zip(malformed).filter(|(_, n)| *n > 0).map(|(m, n)| (m.name(), n)).collect();
-        s.drops = DropReason::ALL.iter().zip(drops).filter(|(_, n)| *n > 0).map(|(r, n)| (r.name(), n)).collect();
         for (id, c) in &sh.tool_ports {
             if let Some((_, acc)) = s.ports.get_mut(*id as usize) {
                 *acc = c.snapshot();
@@ -185,6 +208,30 @@ impl Snapshot {
                 queued: q.len() as u64,
             })
             .collect();
+        if let Some(wd) = &sh.watchdog {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (i, x) in wd.workers.iter().enumerate() {
+                // What the forwarder carried counts in the totals like any worker's traffic.
+                let f = &x.forwarder;
+                s.rx += f.rx.get();
+                s.tx += f.tx.get();
+                s.bypassed += f.bypassed.get();
+                for (acc, c) in drops.iter_mut().zip(f.drops.iter()) {
+                    *acc += c.get();
+                }
+                s.watchdog.push(WatchSnap {
+                    bypassing: x.bypassing.load(Relaxed),
+                    engaged: x.engagements.load(Relaxed),
+                    failbacks: x.failbacks.load(Relaxed),
+                    bypass_time: wd.bypass_time(i),
+                    bypassed_packets: f.bypassed.get(),
+                    stuck_holding_ports: x.stuck_holding_ports.load(Relaxed),
+                    last_detect: Duration::from_nanos(x.last_detect_ns.load(Relaxed)),
+                    last_takeover: Duration::from_nanos(x.last_takeover_ns.load(Relaxed)),
+                });
+            }
+        }
+        s.drops = DropReason::ALL.iter().zip(drops).filter(|(_, n)| *n > 0).map(|(r, n)| (r.name(), n)).collect();
         s.copy_pool_empty = sh.copy_pool.empty_count();
         s.uptime = sh.started.elapsed();
         s.monitor_budget = sh.monitor_budget;
@@ -344,6 +391,20 @@ impl Snapshot {
             self.shed_monitor_budget,
             self.shed_overload
         );
+        for (i, w) in self.watchdog.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "watchdog worker {i}: {} engaged {} fail-backs {} in-bypass {:.1} ms bypassed-packets {} stuck-holding-ports {} (last detection {:.1} ms, takeover {:.2} ms)",
+                if w.bypassing { "BYPASS" } else { "ok" },
+                w.engaged,
+                w.failbacks,
+                w.bypass_time.as_secs_f64() * 1e3,
+                w.bypassed_packets,
+                w.stuck_holding_ports,
+                w.last_detect.as_secs_f64() * 1e3,
+                w.last_takeover.as_secs_f64() * 1e3
+            );
+        }
         let _ = writeln!(
             o,
             "copies: lost {} (copy pool empty {}); flow cache: hits {} misses {}",

@@ -367,3 +367,90 @@ fn busy_poll_lab_vlan_tags_survive_and_vlan_rules_match() {
     assert_eq!(vlans(&db_pcap), want, "db1 receives the frames with their tag:\n{stdout}");
     assert_eq!(vlans(&tool_pcap), want, "the vlan rule matched and the copies keep the tag:\n{stdout}");
 }
+
+/// Receives numbered UDP datagrams (a 4-byte big-endian number first) on
+/// `addr:port` until none came for 2 s; prints
+/// `received R unique U dup D late L missing M` (numbers 0..max).
+#[cfg(feature = "chaos")]
+fn numbered_receiver(addr: &str, port: u16) -> String {
+    format!(
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1<<22); s.bind(('{addr}', {port})); s.settimeout(2)\ngot=[]\ntry:\n  while True:\n    d,_=s.recvfrom(2048); got.append(int.from_bytes(d[:4], 'big'))\nexcept socket.timeout:\n  pass\ntop=-1; late=0\nfor n in got:\n  late += n < top; top=max(top, n)\nu=set(got)\nprint('received', len(got), 'unique', len(u), 'dup', len(got)-len(u), 'late', late, 'missing', (max(u)+1-len(u)) if u else 0, flush=True)"
+    )
+}
+
+/// Sends `n` numbered UDP datagrams of 64 bytes to `addr:port`, one per millisecond.
+#[cfg(feature = "chaos")]
+fn numbered_sender(addr: &str, port: u16, n: u32) -> String {
+    format!("import socket,time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range({n}):\n  s.sendto(i.to_bytes(4, 'big') + bytes(60), ('{addr}', {port})); time.sleep(0.001)")
+}
+
+/// A field of the report's `watchdog worker 0:` line, as a number.
+#[cfg(feature = "chaos")]
+fn watchdog_field(report: &str, field: &str) -> f64 {
+    let line = report.lines().find(|l| l.starts_with("watchdog worker 0:")).unwrap_or_else(|| panic!("{report}"));
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == field).unwrap_or_else(|| panic!("no `{field}` in {line}"));
+    words.next().unwrap().trim_end_matches(',').parse().unwrap_or_else(|_| panic!("{field} in {line}"))
+}
+
+/// Chaos: the worker stalls for 600 ms inside a chain (the test-only `stall`
+/// stage) while 2000 numbered datagrams cross the lab at 1 kpps. The watchdog
+/// hands the worker's ports to the bypass forwarder, then back when the stall
+/// ends; every datagram arrives exactly once, and the counters say which ones
+/// went unmonitored.
+#[cfg(feature = "chaos")]
+#[test]
+fn busy_poll_lab_chaos_a_stalled_worker_is_bypassed_and_fails_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lab = Lab::up();
+    let cfg = lab.config(d);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "chains:\n",
+            "chains:\n  - name: stalling\n    stages:\n      - stall: { after: 500, ms: 600 }\n      - copy: { to: [file] }\n",
+        )
+        .replace(
+            "rules:\n",
+            "rules:\n  - name: udp-7777\n    priority: 150\n    match: { proto: udp, dst_port: 7777 }\n    chain: stalling\n",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let fs = start_flowsteer(&cfg, d);
+    assert!(lab.ping("web1", "10.77.0.21"), "{}", fs.stderr());
+    let rx = lab.spawn_in("db1", &[PYTHON, "-c", &numbered_receiver("10.77.0.21", 7777)], d, "receiver");
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, _, err) = lab.exec("web1", &[PYTHON, "-c", &numbered_sender("10.77.0.21", 7777, 2000)]);
+    assert!(ok, "{err}");
+    let t = Instant::now();
+    let got = loop {
+        let s = std::fs::read_to_string(&rx.out).unwrap_or_default();
+        if !s.is_empty() || t.elapsed() > Duration::from_secs(10) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (code, report, stderr) = fs.stop("-INT");
+    assert_eq!(code, Some(0), "{stderr}");
+    eprintln!("receiver: {got}{report}");
+    let words: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(&words[..6], ["received", "2000", "unique", "2000", "dup", "0"], "{got}");
+    assert_eq!(words[9], "0", "nothing missing: {got}");
+    let late: u32 = words[7].parse().unwrap();
+    assert!(late <= 32, "only the burst the worker held through the stall arrives late: {got}");
+    assert!(stderr.contains("no heartbeat for") && stderr.contains("fail-back"), "{stderr}");
+    assert_eq!(watchdog_field(&report, "engaged"), 1.0);
+    assert_eq!(watchdog_field(&report, "fail-backs"), 1.0);
+    assert_eq!(watchdog_field(&report, "stuck-holding-ports"), 0.0);
+    let bypassed = watchdog_field(&report, "bypassed-packets") as u64;
+    let detection = watchdog_field(&report, "detection");
+    assert!((100.0..400.0).contains(&detection), "detected after the 100 ms timeout: {detection} ms");
+    // Steered datagrams ran the chain before and after the stall; the forwarder carried the rest.
+    let rule = report.lines().find(|l| l.starts_with("udp-7777 ")).unwrap();
+    let steered: u64 = rule.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(steered > 600 && steered < 2000, "{rule}");
+    assert!(steered + bypassed >= 2000, "every datagram was steered or bypassed: {steered} + {bypassed}");
+    // Every steered datagram's copy reached the pcapng sink: copies resumed after the fail-back.
+    let copy = report.lines().find(|l| l.contains("stage 1 copy:")).unwrap();
+    assert!(copy.starts_with(&format!("  stage 1 copy: in {steered} out {steered} ")), "{copy}");
+}

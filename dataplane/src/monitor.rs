@@ -42,7 +42,8 @@ pub struct MonitorBudget {
     share: f64,
     /// Monitoring nanoseconds still allowed (negative after an expensive burst).
     balance: f64,
-    /// Most the balance holds.
+    /// Most the balance holds, and most it owes: one very long burst (a
+    /// stalled stage) sheds at most `2 x BUDGET_DEPTH` of chain work after it.
     depth: f64,
     /// When the balance was last filled.
     last: Option<Instant>,
@@ -76,7 +77,7 @@ impl MonitorBudget {
     /// Takes the time a burst's chains took out of the bucket.
     #[inline]
     pub fn charge(&mut self, spent: Duration) {
-        self.balance -= spent.as_nanos() as f64;
+        self.balance = (self.balance - spent.as_nanos() as f64).max(-self.depth);
     }
 }
 
@@ -118,5 +119,10 @@ mod tests {
         b.charge(Duration::from_millis(5) + Duration::from_micros(1));
         assert!(!b.admit(t0 + Duration::from_secs(1)));
         assert_eq!(MonitorBudget::new(7.0).share(), 1.0);
+        // A 600 ms stall in a chain owes at most the depth: 20 ms later the chains run again.
+        b.charge(Duration::from_millis(600));
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(!b.admit(t1 + Duration::from_millis(9)));
+        assert!(b.admit(t1 + Duration::from_millis(21)));
     }
 }

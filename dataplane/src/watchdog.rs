@@ -3,8 +3,9 @@
 //!
 //! # Who holds the ports
 //!
-//! A watched worker's ports live in a [`PortSlot`] shared with its bypass
-//! forwarder. The worker takes them out of the slot (one uncontended mutex
+//! A watched worker's ports, and its bridges' MAC tables, live in a
+//! [`PortSlot`] shared with its bypass forwarder (so the forwarder knows
+//! where every learned MAC is and floods no more than the worker would). The worker takes them out of the slot (one uncontended mutex
 //! acquisition: two atomic operations) only to receive and, after its
 //! chains have run, to stage and transmit; it puts them back before it runs
 //! chains, the code most likely to stall (a stage that spins, a page fault
@@ -50,6 +51,7 @@
 //!   redirect installed from outside the process) is the layer for that.
 
 use crate::bypass::Bypass;
+use crate::forward::Bridge;
 use crate::port::Port;
 use crate::stats::WorkerStats;
 use crate::worker::{NoChains, Worker};
@@ -63,7 +65,7 @@ use std::time::{Duration, Instant};
 /// Whoever polls takes the ports out of the slot (leaving it empty) and puts
 /// them back; an empty slot means the other side has them.
 pub struct PortSlot {
-    ports: Mutex<Vec<Box<dyn Port>>>,
+    held: Mutex<Held>,
     /// Bumped by the worker at every poll round and while it waits for its ports.
     pub heartbeat: AtomicU64,
     /// Set by the watchdog: the forwarder polls the ports.
@@ -75,9 +77,9 @@ pub struct PortSlot {
 
 impl PortSlot {
     /// A slot holding `ports`.
-    pub fn new(ports: Vec<Box<dyn Port>>) -> PortSlot {
+    pub(crate) fn new(ports: Vec<Box<dyn Port>>, bridges: Vec<Bridge>) -> PortSlot {
         PortSlot {
-            ports: Mutex::new(ports),
+            held: Mutex::new(Held { ports, bridges }),
             heartbeat: AtomicU64::new(0),
             engaged: AtomicBool::new(false),
             stalled_at: AtomicU64::new(0),
@@ -87,29 +89,39 @@ impl PortSlot {
     /// The slot's contents, locked. A side that panicked while holding the
     /// lock left the ports in a consistent state (a swap is all it does with
     /// them), so a poisoned lock is used as it is.
-    fn lock(&self) -> MutexGuard<'_, Vec<Box<dyn Port>>> {
-        self.ports.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Swaps the slot's contents with `ports` if the slot holds the ports:
-    /// takes them into an empty `ports`. Returns false when the other side has them.
-    pub(crate) fn take(&self, ports: &mut Vec<Box<dyn Port>>) -> bool {
-        let mut g = match self.ports.try_lock() {
+    /// Takes the ports and bridges into empty `ports` and `bridges` if the
+    /// slot has them. Returns false when the other side has them.
+    pub(crate) fn take(&self, ports: &mut Vec<Box<dyn Port>>, bridges: &mut Vec<Bridge>) -> bool {
+        let mut g = match self.held.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return false,
         };
-        if g.is_empty() {
+        if g.ports.is_empty() {
             return false;
         }
-        std::mem::swap(&mut *g, ports);
+        std::mem::swap(&mut g.ports, ports);
+        std::mem::swap(&mut g.bridges, bridges);
         true
     }
 
-    /// Puts the ports back.
-    pub(crate) fn put(&self, ports: &mut Vec<Box<dyn Port>>) {
-        std::mem::swap(&mut *self.lock(), ports);
+    /// Puts the ports and bridges back.
+    pub(crate) fn put(&self, ports: &mut Vec<Box<dyn Port>>, bridges: &mut Vec<Bridge>) {
+        let mut g = self.lock();
+        std::mem::swap(&mut g.ports, ports);
+        std::mem::swap(&mut g.bridges, bridges);
     }
+}
+
+/// What the slot holds while nobody polls: swapping two vectors moves them,
+/// nothing is allocated or copied.
+struct Held {
+    ports: Vec<Box<dyn Port>>,
+    bridges: Vec<Bridge>,
 }
 
 /// Watchdog timing.

@@ -315,7 +315,8 @@ impl<C: Chains> Worker<C> {
 
     /// Puts the worker under a watchdog: its ports move into a slot shared
     /// with a bypass forwarder built here (same ports and forwarding `fwd`,
-    /// no chains, bridges with MAC tables of their own). Hand the forwarder
+    /// no chains; the worker's bridges, whose MAC tables travel with the
+    /// ports, and its clock). Hand the forwarder
     /// to [`crate::watchdog::Watchdog::spawn`].
     pub fn watched(mut self, fwd: impl Into<Forwarding>) -> Result<(Worker<C>, Forwarder), WorkerError> {
         let ports = std::mem::take(&mut self.ports);
@@ -325,7 +326,10 @@ impl<C: Chains> Worker<C> {
         let stats = Arc::new(WorkerStats::new(0, 0));
         let mut f =
             Worker::new(cfg, ports, fwd, Arc::clone(&self.table), NoChains, stats)?.with_bypass(Forwarder::always_on());
-        let slot = Arc::new(PortSlot::new(std::mem::take(&mut f.ports)));
+        f.tx.bridges.clear();
+        f.clock = self.clock;
+        let bridges = std::mem::take(&mut self.tx.bridges);
+        let slot = Arc::new(PortSlot::new(std::mem::take(&mut f.ports), bridges));
         f.slot = Some(Arc::clone(&slot));
         f.yields = true;
         self.slot = Some(Arc::clone(&slot));
@@ -339,13 +343,13 @@ impl<C: Chains> Worker<C> {
     #[inline]
     fn acquire(&mut self) -> bool {
         let Some(slot) = &self.slot else { return true };
-        if slot.take(&mut self.ports) {
+        if slot.take(&mut self.ports, &mut self.tx.bridges) {
             return true;
         }
         if self.yields {
             return false;
         }
-        while !slot.take(&mut self.ports) {
+        while !slot.take(&mut self.ports, &mut self.tx.bridges) {
             beat(slot);
             std::thread::yield_now();
         }
@@ -360,7 +364,7 @@ impl<C: Chains> Worker<C> {
             if !self.yields {
                 beat(slot);
             }
-            slot.put(&mut self.ports);
+            slot.put(&mut self.ports, &mut self.tx.bridges);
         }
     }
 
