@@ -371,7 +371,6 @@ fn busy_poll_lab_vlan_tags_survive_and_vlan_rules_match() {
 /// Receives numbered UDP datagrams (a 4-byte big-endian number first) on
 /// `addr:port` until none came for 2 s; prints
 /// `received R unique U dup D late L missing M` (numbers 0..max).
-#[cfg(feature = "chaos")]
 fn numbered_receiver(addr: &str, port: u16) -> String {
     format!(
         "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1<<22); s.bind(('{addr}', {port})); s.settimeout(2)\ngot=[]\ntry:\n  while True:\n    d,_=s.recvfrom(2048); got.append(int.from_bytes(d[:4], 'big'))\nexcept socket.timeout:\n  pass\ntop=-1; late=0\nfor n in got:\n  late += n < top; top=max(top, n)\nu=set(got)\nprint('received', len(got), 'unique', len(u), 'dup', len(got)-len(u), 'late', late, 'missing', (max(u)+1-len(u)) if u else 0, flush=True)"
@@ -379,7 +378,6 @@ fn numbered_receiver(addr: &str, port: u16) -> String {
 }
 
 /// Sends `n` numbered UDP datagrams of 64 bytes to `addr:port`, one per millisecond.
-#[cfg(feature = "chaos")]
 fn numbered_sender(addr: &str, port: u16, n: u32) -> String {
     format!("import socket,time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range({n}):\n  s.sendto(i.to_bytes(4, 'big') + bytes(60), ('{addr}', {port})); time.sleep(0.001)")
 }
@@ -405,23 +403,41 @@ fn busy_poll_lab_chaos_a_stalled_worker_is_bypassed_and_fails_back() {
     let d = dir.path();
     let lab = Lab::up();
     let cfg = lab.config(d);
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(
-            "chains:\n",
-            "chains:\n  - name: stalling\n    stages:\n      - stall: { after: 500, ms: 600 }\n      - copy: { to: [file] }\n",
-        )
-        .replace(
-            "rules:\n",
-            "rules:\n  - name: udp-7777\n    priority: 150\n    match: { proto: udp, dst_port: 7777 }\n    chain: stalling\n",
-        );
-    std::fs::write(&cfg, text).unwrap();
-    let fs = start_flowsteer(&cfg, d);
+    with_udp_chain(&cfg, "stalling", "[ { stall: { after: 500, ms: 600 } }, { copy: { to: [file] } } ]");
+    let (late, report, stderr) = numbered_stream(&lab, d, &cfg, 2000, || {});
+    assert!(late <= 32, "only the burst the worker held through the stall arrives late: {late}");
+    assert!(stderr.contains("no heartbeat for") && stderr.contains("fail-back"), "{stderr}");
+    assert_eq!(watchdog_field(&report, "engaged"), 1.0);
+    assert_eq!(watchdog_field(&report, "fail-backs"), 1.0);
+    assert_eq!(watchdog_field(&report, "stuck-holding-ports"), 0.0);
+    let bypassed = watchdog_field(&report, "bypassed-packets") as u64;
+    let detection = watchdog_field(&report, "detection");
+    assert!((100.0..400.0).contains(&detection), "detected after the 100 ms timeout: {detection} ms");
+    // Steered datagrams ran the chain before and after the stall; the forwarder carried the rest.
+    let steered = numbers(report.lines().find(|l| l.starts_with("udp-7777 ")).unwrap(), &["udp-7777"])[0];
+    assert!(steered > 600 && steered < 2000, "{report}");
+    assert!(steered + bypassed >= 2000, "every datagram was steered or bypassed: {steered} + {bypassed}");
+    // Every steered datagram's copy reached the pcapng sink: copies resumed after the fail-back.
+    assert_eq!(copies_accounted(&report, "udp-7777", "stage 1 copy:", "file"), (steered, 0));
+}
+
+/// Streams `n` numbered datagrams web1 -> db1:7777 at 1 kpps through
+/// flowsteer running `cfg`, runs `during` 0.5 s into the stream, stops
+/// flowsteer; checks every datagram arrived exactly once and returns
+/// (how many arrived late, the final report, flowsteer's log).
+fn numbered_stream(lab: &Lab, d: &Path, cfg: &Path, n: u32, during: impl FnOnce()) -> (u32, String, String) {
+    let fs = start_flowsteer(cfg, d);
     assert!(lab.ping("web1", "10.77.0.21"), "{}", fs.stderr());
     let rx = lab.spawn_in("db1", &[PYTHON, "-c", &numbered_receiver("10.77.0.21", 7777)], d, "receiver");
     std::thread::sleep(Duration::from_millis(300));
-    let (ok, _, err) = lab.exec("web1", &[PYTHON, "-c", &numbered_sender("10.77.0.21", 7777, 2000)]);
-    assert!(ok, "{err}");
+    let sender = numbered_sender("10.77.0.21", 7777, n);
+    std::thread::scope(|s| {
+        let tx = s.spawn(|| lab.exec("web1", &[PYTHON, "-c", &sender]));
+        std::thread::sleep(Duration::from_millis(500));
+        during();
+        let (ok, _, err) = tx.join().unwrap();
+        assert!(ok, "{err}");
+    });
     let t = Instant::now();
     let got = loop {
         let s = std::fs::read_to_string(&rx.out).unwrap_or_default();
@@ -434,23 +450,123 @@ fn busy_poll_lab_chaos_a_stalled_worker_is_bypassed_and_fails_back() {
     assert_eq!(code, Some(0), "{stderr}");
     eprintln!("receiver: {got}{report}");
     let words: Vec<&str> = got.split_whitespace().collect();
-    assert_eq!(&words[..6], ["received", "2000", "unique", "2000", "dup", "0"], "{got}");
+    let n = n.to_string();
+    assert_eq!(&words[..6], ["received", &n, "unique", &n, "dup", "0"], "every original exactly once: {got}");
     assert_eq!(words[9], "0", "nothing missing: {got}");
-    let late: u32 = words[7].parse().unwrap();
-    assert!(late <= 32, "only the burst the worker held through the stall arrives late: {got}");
-    assert!(stderr.contains("no heartbeat for") && stderr.contains("fail-back"), "{stderr}");
-    assert_eq!(watchdog_field(&report, "engaged"), 1.0);
-    assert_eq!(watchdog_field(&report, "fail-backs"), 1.0);
-    assert_eq!(watchdog_field(&report, "stuck-holding-ports"), 0.0);
-    let bypassed = watchdog_field(&report, "bypassed-packets") as u64;
-    let detection = watchdog_field(&report, "detection");
-    assert!((100.0..400.0).contains(&detection), "detected after the 100 ms timeout: {detection} ms");
-    // Steered datagrams ran the chain before and after the stall; the forwarder carried the rest.
-    let rule = report.lines().find(|l| l.starts_with("udp-7777 ")).unwrap();
-    let steered: u64 = rule.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(steered > 600 && steered < 2000, "{rule}");
-    assert!(steered + bypassed >= 2000, "every datagram was steered or bypassed: {steered} + {bypassed}");
-    // Every steered datagram's copy reached the pcapng sink: copies resumed after the fail-back.
-    let copy = report.lines().find(|l| l.contains("stage 1 copy:")).unwrap();
-    assert!(copy.starts_with(&format!("  stage 1 copy: in {steered} out {steered} ")), "{copy}");
+    (words[7].parse().unwrap(), report, stderr)
+}
+
+/// The numbers of a report line after each of `fields` (`in`, `out`, ...).
+fn numbers(line: &str, fields: &[&str]) -> Vec<u64> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    fields
+        .iter()
+        .map(|f| {
+            let i = words.iter().position(|w| w == f).unwrap_or_else(|| panic!("no `{f}` in {line}"));
+            words[i + 1].parse().unwrap_or_else(|_| panic!("`{f}` in {line}"))
+        })
+        .collect()
+}
+
+/// Every copy the chain was asked for is written or counted as lost: the
+/// copy stage's `in` is the steered datagrams, `in = out + shed + dropped +
+/// errors`, and the sink's `out = written + errors + lost-down + queued`.
+/// Returns (written, lost).
+fn copies_accounted(report: &str, rule: &str, stage: &str, sink: &str) -> (u64, u64) {
+    let steered = numbers(report.lines().find(|l| l.starts_with(&format!("{rule} "))).unwrap(), &[rule])[0];
+    let st = numbers(report.lines().find(|l| l.contains(stage)).unwrap(), &["in", "out", "shed", "dropped", "errors"]);
+    assert_eq!(st[0], steered, "the chain saw every steered datagram:\n{report}");
+    assert_eq!(st[0], st[1] + st[2] + st[3] + st[4], "copy stage: in = out + shed + dropped + errors:\n{report}");
+    let line = report.lines().find(|l| l.starts_with(&format!("sink {sink}:"))).unwrap();
+    let sk = numbers(line, &["written", "errors", "lost-down", "queued"]);
+    assert_eq!(
+        st[1],
+        sk[0] + sk[1] + sk[2] + sk[3],
+        "sink: enqueued = written + errors + lost-down + queued:\n{report}"
+    );
+    (sk[0], st[2] + st[3] + st[4] + sk[1] + sk[2] + sk[3])
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    fn mount(at: PathBuf, size: &str) -> TinyDisk {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&at).status();
+        assert!(ok.unwrap().success(), "mount a tmpfs on {}", at.display());
+        TinyDisk(at)
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// lab.yaml plus a rule steering UDP to port 7777 through `chain` (`stages` in YAML flow style).
+fn with_udp_chain(cfg: &Path, chain: &str, stages: &str) {
+    let text = std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace("chains:\n", &format!("chains:\n  - name: {chain}\n    stages: {stages}\n"))
+        .replace(
+            "rules:\n",
+            &format!("rules:\n  - name: udp-7777\n    priority: 150\n    match: {{ proto: udp, dst_port: 7777 }}\n    chain: {chain}\n"),
+        );
+    std::fs::write(cfg, text).unwrap();
+}
+
+/// Chaos: the pcapng sink's disk (a 200 KiB tmpfs) fills up in the middle of
+/// a stream of 3000 numbered datagrams. Every original arrives; the sink is
+/// marked down and logged; every copy is written or counted as lost, and the
+/// capture holds exactly the copies counted as written.
+#[test]
+fn busy_poll_lab_chaos_a_full_disk_loses_copies_counted_never_originals() {
+    assert!(Path::new(TSHARK).exists(), "tshark is required: apt-get install tshark");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lab = Lab::up();
+    let disk = TinyDisk::mount(d.join("disk"), "200k");
+    let cfg = lab.config(d);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "sinks:\n",
+        &format!("sinks:\n  - {{ name: small, type: pcapng, path: {}/copies.pcapng }}\n", disk.0.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    with_udp_chain(&cfg, "to-disk", "[ { copy: { to: [small] } } ]");
+    let (_, report, stderr) = numbered_stream(&lab, d, &cfg, 3000, || {});
+    assert!(stderr.contains("sink small:") && stderr.contains("marked down"), "the failure is logged:\n{stderr}");
+    let (written, lost) = copies_accounted(&report, "udp-7777", "stage 0 copy:", "small");
+    assert!(written > 100 && lost > 100, "the disk took some copies and refused the rest: {written} / {lost}");
+    assert!(report.contains("dropped 0"), "no original dropped:\n{report}");
+    let out = Command::new(TSHARK).args(["-n", "-r"]).arg(disk.0.join("copies.pcapng")).output().unwrap();
+    let in_file = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+    assert_eq!(in_file, written, "the capture holds exactly the copies counted as written");
+}
+
+/// Chaos: the monitoring tool's interface goes down for a second in the
+/// middle of a stream of 3000 numbered datagrams, then comes back. Every
+/// original arrives; every copy for the tool is sent or counted as lost, and
+/// copies reach the tool again once its link is up.
+#[test]
+fn busy_poll_lab_chaos_the_tool_interface_going_down_loses_copies_counted_never_originals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lab = Lab::up();
+    let cfg = lab.config(d);
+    with_udp_chain(&cfg, "to-tool", "[ { copy: { to: [ids] } } ]");
+    let tool = format!("{}-tool", lab.prefix);
+    let set = |state: &str| assert!(Command::new("ip").args(["link", "set", &tool, state]).status().unwrap().success());
+    let (_, report, stderr) = numbered_stream(&lab, d, &cfg, 3000, || {
+        set("down");
+        std::thread::sleep(Duration::from_secs(1));
+        set("up");
+    });
+    let (written, lost) = copies_accounted(&report, "udp-7777", "stage 0 copy:", "ids");
+    assert!(lost > 100, "copies were lost while the tool was down: {lost}\n{stderr}");
+    assert!(written > 1000, "copies reached the tool before and after: {written}");
+    assert!(report.contains("dropped 0"), "no original dropped:\n{report}");
+    let tool_row = report.lines().find(|l| l.starts_with("tool ")).unwrap();
+    assert_eq!(numbers(tool_row, &["tool"])[0], 0, "the tool port receives nothing: {tool_row}");
 }
