@@ -8,10 +8,12 @@
 //! Housekeeping (flushing capture writers, heartbeat) runs on a cheap
 //! iteration counter, never on a clock read per packet.
 //!
-//! A burst's originals are decided first and held; the chains of the
-//! matched ones then run as one timed block (see [`crate::monitor`]: the
-//! monitoring share, the budget and overload shedding); then every original
-//! the chains let through is staged, in arrival order.
+//! A burst's originals are decided in order; unmatched ones are staged at
+//! once until the first packet with a chain, which is held with everything
+//! after it. The held packets' chains then run as one timed block (see
+//! [`crate::monitor`]: the monitoring share, the budget and overload
+//! shedding), and the held originals the chains let through are staged, so
+//! arrival order is kept and a burst without chain work is never held.
 //!
 //! Nothing on this path allocates, locks, or makes a system call per packet;
 //! every packet the worker does not transmit is counted under a
@@ -180,8 +182,9 @@ pub struct Worker<C: Chains> {
     keys: [FlowKey; BURST],
     hashes: [u64; BURST],
     bad: [Option<Malformed>; BURST],
-    /// Originals of the burst being processed that are to be forwarded, in
-    /// order; for matched ones (chain, rule, index into `keys`); the verdicts.
+    /// Originals of the burst being processed, from its first packet with a
+    /// chain on, in order; for those with a chain (chain, rule, index into
+    /// `keys`); the chains' verdicts.
     held: Burst,
     held_by: [Option<(ChainId, RuleId, usize)>; BURST],
     /// Whether any held packet has a chain to run.
@@ -487,9 +490,14 @@ impl<C: Chains> Worker<C> {
             let Some((rule, action)) = rule.and_then(|r| self.rules.rules().get(r as usize).map(|x| (r, x.action)))
             else {
                 unmatched += 1;
-                self.held_by[self.held.len()] = None;
-                // Cannot fail: `held` has room for a whole burst.
-                let _ = self.held.try_push(pkt);
+                if self.chained {
+                    // Behind a packet waiting for its chain: wait too, to keep the order.
+                    self.held_by[self.held.len()] = None;
+                    // Cannot fail: `held` has room for a whole burst.
+                    let _ = self.held.try_push(pkt);
+                } else {
+                    self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
+                }
                 continue;
             };
             matched += 1;
@@ -515,8 +523,8 @@ impl<C: Chains> Worker<C> {
             self.release();
             self.run_chains(overloaded);
             self.acquire();
+            self.stage_held(i, egress, now);
         }
-        self.stage_held(i, egress, now);
     }
 
     /// Runs the held packets' chains as one timed block, or sheds them

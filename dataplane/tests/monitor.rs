@@ -95,6 +95,7 @@ mod monitor {
             }
             w.poll();
         }
+        while w.poll() > 0 {}
         let wall = t0.elapsed();
         w.finish();
         all_delivered(&b, sent);
@@ -103,10 +104,13 @@ mod monitor {
         assert_eq!(runs + shed, u64::from(sent), "every matched packet ran its chain or was counted as shed");
         assert!(shed > 0 && runs > 0, "runs {runs} shed {shed}");
         assert_eq!((s.tx.get(), s.dropped(), s.shed_overload.get()), (u64::from(sent), 0, 0));
-        // The share is measured from the chains' own time: at most the budget, plus the
-        // budget's depth (10 ms x 0.2) and one burst's overshoot, over the run.
-        let share = s.monitor_ns.get() as f64 / wall.as_nanos() as f64;
-        assert!(share < 0.2 + 0.03, "monitoring took {share:.3} of the worker's time");
+        // The chains' own work (runs x 50 us) took at most the budget, plus the budget's depth
+        // (10 ms x 0.2), over the run. (The measured `monitor_ns` can be higher on a loaded
+        // machine: it is wall time, preemption included; a burst is charged at most the
+        // budget's depth beyond its balance, and each admitted burst's work is below that.)
+        let work = runs as f64 * 50e-6 / wall.as_secs_f64();
+        assert!(work < 0.2 + 0.03, "the chains' work took {work:.3} of the worker's time");
+        assert!(s.monitor_ns.get() >= runs * 50_000, "the measured chain time covers the chains' work");
     }
 
     #[test]
