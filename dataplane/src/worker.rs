@@ -194,6 +194,10 @@ pub struct Worker<C: Chains> {
     budget: Option<MonitorBudget>,
     /// Per local port: consecutive full receive bursts.
     full_streak: Vec<u32>,
+    /// Chains shed (budget + overload) at the last look, and since when the
+    /// worker has been logged as shedding.
+    shed_seen: u64,
+    shedding_since: Option<Instant>,
     /// With a watchdog: where the ports are between poll rounds and while
     /// chains run ([`crate::watchdog`]); `ports` is empty then.
     slot: Option<Arc<PortSlot>>,
@@ -276,6 +280,8 @@ impl<C: Chains> Worker<C> {
             verdicts: [ChainVerdict::Forward; BURST],
             budget: cfg.monitor_budget.map(MonitorBudget::new),
             full_streak: vec![0; ports.len()],
+            shed_seen: 0,
+            shedding_since: None,
             slot: None,
             yields: false,
             cfg,
@@ -439,6 +445,9 @@ impl<C: Chains> Worker<C> {
             self.mirror_port_stats();
             if total == 0 {
                 self.flush_ports();
+            }
+            if self.iter & (HOUSEKEEPING_MASK << 4 | HOUSEKEEPING_MASK) == 0 {
+                self.log_shedding();
             }
         }
         self.release();
@@ -606,6 +615,30 @@ impl<C: Chains> Worker<C> {
     #[inline]
     fn transmit(&mut self, i: usize) {
         transmit(&mut self.tx.out[i], &mut *self.ports[i], &self.stats);
+    }
+
+    /// Logs when the worker starts shedding chain work and, a second or more
+    /// later, when it has stopped: transitions only, so the log never floods.
+    fn log_shedding(&mut self) {
+        let st = &self.stats;
+        let shed = st.shed_monitor_budget.get() + st.shed_overload.get();
+        let grew = shed > self.shed_seen;
+        self.shed_seen = shed;
+        match self.shedding_since {
+            None if grew => {
+                let budget = self.cfg.monitor_budget.map_or("none".into(), |b| format!("{:.0}%", b * 100.0));
+                log::warn!(
+                    "worker {}: shedding chain work (monitoring budget {budget} spent, or a receive backlog): matched packets are forwarded unmonitored, counted as shed",
+                    self.cfg.id
+                );
+                self.shedding_since = Some(Instant::now());
+            }
+            Some(t) if !grew && t.elapsed() >= std::time::Duration::from_secs(1) => {
+                log::info!("worker {}: chains run on every matched packet again ({shed} shed so far)", self.cfg.id);
+                self.shedding_since = None;
+            }
+            _ => {}
+        }
     }
 
     /// Copies each port's own counters and link state, and the flow cache's
