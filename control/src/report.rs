@@ -314,6 +314,11 @@ impl Snapshot {
         );
         let shed = |s: &Snapshot| s.shed_monitor_budget + s.shed_overload;
         let _ = write!(line, " | {} shed {}", self.monitoring_line(prev), shed(self).saturating_sub(shed(prev)));
+        let bypassing: Vec<String> =
+            self.watchdog.iter().enumerate().filter(|(_, w)| w.bypassing).map(|(i, _)| i.to_string()).collect();
+        if !bypassing.is_empty() {
+            let _ = write!(line, " | watchdog BYPASS worker {}", bypassing.join(", "));
+        }
         line
     }
 
@@ -471,5 +476,7 @@ mod tests {
             line,
             "rx 1.00 Mpps tx 0 pps | a rx 1.00 Mpps tx 0 pps | rule web 5 pps | copies 5 pps lost 0 | dropped 0 | monitoring share 25% shed 3"
         );
+        b.watchdog = vec![WatchSnap::default(), WatchSnap { bypassing: true, ..WatchSnap::default() }];
+        assert!(b.rate_line(&a, Duration::from_secs(2)).ends_with(" | watchdog BYPASS worker 1"));
     }
 }
