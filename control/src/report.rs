@@ -215,7 +215,7 @@ impl Snapshot {
                 let f = &x.forwarder;
                 s.rx += f.rx.get();
                 s.tx += f.tx.get();
-                s.bypassed += f.bypassed.get();
+                s.bypassed += f.rx.get();
                 for (acc, c) in drops.iter_mut().zip(f.drops.iter()) {
                     *acc += c.get();
                 }
@@ -224,7 +224,7 @@ impl Snapshot {
                     engaged: x.engagements.load(Relaxed),
                     failbacks: x.failbacks.load(Relaxed),
                     bypass_time: wd.bypass_time(i),
-                    bypassed_packets: f.bypassed.get(),
+                    bypassed_packets: f.rx.get(),
                     stuck_holding_ports: x.stuck_holding_ports.load(Relaxed),
                     last_detect: Duration::from_nanos(x.last_detect_ns.load(Relaxed)),
                     last_takeover: Duration::from_nanos(x.last_takeover_ns.load(Relaxed)),

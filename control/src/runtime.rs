@@ -17,7 +17,7 @@ use chains::sink::remote::RemoteCfg;
 use chains::sink::vxlan::VxlanSink;
 use chains::sink::{Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
-use chains::{ChainSet, ChainStats};
+use chains::{ChainSet, ChainStats, OnFailure};
 use dataplane::bypass::Bypass;
 use dataplane::packet::{Pool, PortId};
 use dataplane::port::af_packet::{AfPacketConfig, AfPacketPort};
@@ -362,8 +362,10 @@ fn start(
         let mut watched = Vec::with_capacity(workers.len());
         let mut forwarders = Vec::with_capacity(workers.len());
         for (i, w) in workers.into_iter().enumerate() {
-            let (w, f) =
-                w.watched(&plan.forwarding).map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?;
+            let closed = plan.chains.iter().map(|c| c.on_failure == OnFailure::FailClosed).collect();
+            let (w, f) = w
+                .watched(&plan.forwarding, closed)
+                .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?;
             watched.push(w);
             forwarders.push(f);
         }

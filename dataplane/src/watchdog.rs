@@ -10,10 +10,12 @@
 //! chains have run, to stage and transmit; it puts them back before it runs
 //! chains, the code most likely to stall (a stage that spins, a page fault
 //! on a cold buffer, a bug), and at the end of every poll round. The
-//! forwarder is a [`Worker`] over the same ports with no chains and the
-//! bypass switch on: rx, a link's peer or the bridge (a MAC table of its
-//! own), tx; it runs on a thread of its own, never on the worker's core
-//! unless the scheduler puts it there.
+//! forwarder is a [`Worker`] over the same ports whose chains are
+//! [`BypassChains`]: it classifies (the same published rules), makes no
+//! copies, drops what a fail-closed chain would have to monitor (counted as
+//! `chain_closed`) and forwards the rest to a link's peer or by the bridge
+//! (the worker's MAC table); it runs on a thread of its own, never on the
+//! worker's core unless the scheduler puts it there.
 //!
 //! # Heartbeat, detection, fail-back
 //!
@@ -42,19 +44,22 @@
 //!   the ports' receive rings buffer that time (an af_packet ring of 2048
 //!   frames holds 100 ms at 20 kpps; more is dropped by the kernel and shows
 //!   in the port's rx-drop counter).
-//! * Packets the forwarder passes are not classified or copied: their
-//!   monitoring is lost (counted as `bypassed_packets`).
+//! * Packets the forwarder passes are not copied: their monitoring is lost
+//!   (the forwarder's `rx`, reported as `bypassed-packets`); those of
+//!   fail-closed chains are dropped (`chain_closed`).
 //! * A worker stalled *while holding its ports* (inside a port's receive or
 //!   transmit, in a system call at housekeeping) cannot be bypassed here:
 //!   the forwarder never gets them. The watchdog logs it and counts it
 //!   (`stuck_holding_ports`); the process bypass (the guard, a kernel
 //!   redirect installed from outside the process) is the layer for that.
 
-use crate::bypass::Bypass;
+use crate::classifier::{ChainId, RuleId};
+use crate::flow::FlowKey;
 use crate::forward::Bridge;
+use crate::packet::Packet;
 use crate::port::Port;
 use crate::stats::WorkerStats;
-use crate::worker::{NoChains, Worker};
+use crate::worker::{ChainVerdict, Chains, Worker};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -158,7 +163,7 @@ pub struct WorkerWatch {
     pub last_detect_ns: AtomicU64,
     /// Last takeover: ns from the engagement to the forwarder's first round with the ports.
     pub last_takeover_ns: AtomicU64,
-    /// The forwarder's counters (`rx`, `tx`, `bypassed`, drops); no per-port or per-rule counters.
+    /// The forwarder's counters (`rx`: packets it carried, `tx`, drops); no per-port or per-rule counters.
     pub forwarder: Arc<WorkerStats>,
 }
 
@@ -189,22 +194,40 @@ impl WatchdogState {
     }
 }
 
+/// The forwarder's stand-in for the chains: no copies, no stages; a
+/// packet whose chain is fail-closed is dropped (it cannot be monitored, and
+/// fail-closed promises that nothing unmonitored passes), any other passes.
+pub struct BypassChains {
+    fail_closed: Vec<bool>,
+}
+
+impl BypassChains {
+    /// `fail_closed[c]`: whether chain `c` is fail-closed.
+    pub fn new(fail_closed: Vec<bool>) -> BypassChains {
+        BypassChains { fail_closed }
+    }
+}
+
+impl Chains for BypassChains {
+    #[inline]
+    fn run(&mut self, chain: ChainId, _: RuleId, _: &Packet, _: &FlowKey, _: u64) -> ChainVerdict {
+        if self.fail_closed.get(chain as usize).copied().unwrap_or(false) {
+            ChainVerdict::Drop
+        } else {
+            ChainVerdict::Forward
+        }
+    }
+}
+
 /// A worker's bypass forwarder, ready to be handed to [`Watchdog::spawn`].
 pub struct Forwarder {
     slot: Arc<PortSlot>,
-    worker: Worker<NoChains>,
+    worker: Worker<BypassChains>,
 }
 
 impl Forwarder {
-    pub(crate) fn new(slot: Arc<PortSlot>, worker: Worker<NoChains>) -> Forwarder {
+    pub(crate) fn new(slot: Arc<PortSlot>, worker: Worker<BypassChains>) -> Forwarder {
         Forwarder { slot, worker }
-    }
-
-    /// Makes a switch that is on, for the forwarder's worker.
-    pub(crate) fn always_on() -> Arc<Bypass> {
-        let b = Arc::new(Bypass::new());
-        b.set(true);
-        b
     }
 }
 
@@ -323,7 +346,7 @@ fn watch(
                 slot.engaged.store(true, Ordering::Release);
                 forwarders[w].unpark();
                 log::warn!(
-                    "worker {w}: no heartbeat for {:.1} ms (timeout {} ms): its ports go to the bypass forwarder (forwarding without chains)",
+                    "worker {w}: no heartbeat for {:.1} ms (timeout {} ms): its ports go to the bypass forwarder (no copies; fail-closed chains drop)",
                     quiet.as_secs_f64() * 1e3,
                     cfg.timeout.as_millis()
                 );

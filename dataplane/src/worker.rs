@@ -30,7 +30,7 @@ use crate::parser::{parse, Malformed};
 use crate::port::{Burst, Port};
 use crate::publish::RuleTable;
 use crate::stats::{DropReason, WorkerStats, LINK_DOWN, LINK_UP};
-use crate::watchdog::{Forwarder, PortSlot};
+use crate::watchdog::{BypassChains, Forwarder, PortSlot};
 use crate::BURST;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -324,17 +324,23 @@ impl<C: Chains> Worker<C> {
 
     /// Puts the worker under a watchdog: its ports move into a slot shared
     /// with a bypass forwarder built here (same ports and forwarding `fwd`,
-    /// no chains; the worker's bridges, whose MAC tables travel with the
-    /// ports, and its clock). Hand the forwarder
-    /// to [`crate::watchdog::Watchdog::spawn`].
-    pub fn watched(mut self, fwd: impl Into<Forwarding>) -> Result<(Worker<C>, Forwarder), WorkerError> {
+    /// same rules and bypass switch, [`BypassChains`] for chains: chain `c`
+    /// is fail-closed when `fail_closed[c]`; the worker's bridges, whose MAC
+    /// tables travel with the ports, and its clock). Hand the forwarder to
+    /// [`crate::watchdog::Watchdog::spawn`].
+    pub fn watched(
+        mut self,
+        fwd: impl Into<Forwarding>,
+        fail_closed: Vec<bool>,
+    ) -> Result<(Worker<C>, Forwarder), WorkerError> {
         let ports = std::mem::take(&mut self.ports);
         let cfg = WorkerConfig { monitor_budget: None, overload_bursts: None, ..self.cfg.clone() };
         // No port or rule counters: the worker mirrors the ports' own counters, which include
-        // what the forwarder sent; the forwarder never classifies.
+        // what the forwarder sent; rule counters stay with the worker.
         let stats = Arc::new(WorkerStats::new(0, 0));
+        let chains = BypassChains::new(fail_closed);
         let mut f =
-            Worker::new(cfg, ports, fwd, Arc::clone(&self.table), NoChains, stats)?.with_bypass(Forwarder::always_on());
+            Worker::new(cfg, ports, fwd, Arc::clone(&self.table), chains, stats)?.with_bypass(Arc::clone(&self.bypass));
         f.tx.bridges.clear();
         f.clock = self.clock;
         let bridges = std::mem::take(&mut self.tx.bridges);

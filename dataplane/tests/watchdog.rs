@@ -10,7 +10,7 @@ mod watchdog {
     use dataplane::port::mem::{MemPeer, MemPort};
     use dataplane::port::{Burst, Port, PortStats};
     use dataplane::publish::RuleTable;
-    use dataplane::stats::WorkerStats;
+    use dataplane::stats::{DropReason, WorkerStats};
     use dataplane::watchdog::{Watchdog, WatchdogConfig};
     use dataplane::wire::build::PacketBuilder;
     use dataplane::worker::{ChainVerdict, Chains, Worker, WorkerConfig};
@@ -136,7 +136,8 @@ mod watchdog {
     }
 
     impl Rig {
-        fn start(pa: Box<dyn Port>, pb: Box<dyn Port>, chains: Stalling, cfg: WatchdogConfig) -> Rig {
+        /// A watched worker over `pa` and `pb`, every packet steered into chain 0 (fail-closed with `closed`).
+        fn start(pa: Box<dyn Port>, pb: Box<dyn Port>, chains: Stalling, closed: bool) -> Rig {
             let rule = Rule {
                 name: "all".into(),
                 priority: 1,
@@ -149,8 +150,8 @@ mod watchdog {
             let stats = Arc::new(WorkerStats::new(2, 1));
             let w =
                 Worker::new(WorkerConfig::default(), vec![pa, pb], &fwd, table, chains, Arc::clone(&stats)).unwrap();
-            let (mut w, f) = w.watched(&fwd).unwrap();
-            let (dog, state) = Watchdog::spawn(cfg, vec![f]).unwrap();
+            let (mut w, f) = w.watched(&fwd, vec![closed]).unwrap();
+            let (dog, state) = Watchdog::spawn(CFG, vec![f]).unwrap();
             let stop = Arc::new(AtomicBool::new(false));
             let s = Arc::clone(&stop);
             let worker = std::thread::spawn(move || {
@@ -184,7 +185,7 @@ mod watchdog {
         let (pb, b) = MemPort::new("b", 1, 4096);
         let (stall, runs) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let chains = Stalling { stall: Arc::clone(&stall), runs: Arc::clone(&runs) };
-        let mut rig = Rig::start(Box::new(pa), Box::new(pb), chains, CFG);
+        let mut rig = Rig::start(Box::new(pa), Box::new(pb), chains, false);
         // Chain runs when the stall ended (the held packet's run completes just after).
         let mut runs_at_stall_end = None;
         let arrivals = stream(&a, &b, Duration::from_millis(1200), |t| {
@@ -203,9 +204,13 @@ mod watchdog {
         assert_eq!(x.stuck_holding_ports.load(Ordering::Relaxed), 0);
         // The stall lasted 500 ms; the receiver never waited that long for a packet.
         assert!(arrivals.longest_gap < Duration::from_millis(400), "longest gap {:?}", arrivals.longest_gap);
-        let bypassed = f.bypassed.get();
+        let bypassed = f.rx.get();
         assert!(bypassed > 100, "the forwarder carried the stream during the stall: {bypassed}");
-        assert_eq!(f.bypassed.get(), f.rx.get());
+        assert_eq!(
+            (f.matched.get(), f.dropped()),
+            (bypassed, 0),
+            "the forwarder classified, copied nothing, dropped nothing"
+        );
         // Every packet was received by the worker or the forwarder, and sent by one of them.
         let s = &rig.stats;
         assert_eq!(s.rx.get() + f.rx.get(), u64::from(arrivals.sent));
@@ -225,13 +230,39 @@ mod watchdog {
     }
 
     #[test]
+    fn busy_poll_a_bypassed_fail_closed_chain_drops_what_it_cannot_monitor() {
+        let (pa, a) = MemPort::new("a", 0, 4096);
+        let (pb, b) = MemPort::new("b", 1, 4096);
+        let stall = Arc::new(AtomicBool::new(false));
+        let chains = Stalling { stall: Arc::clone(&stall), runs: Arc::new(AtomicU64::new(0)) };
+        let mut rig = Rig::start(Box::new(pa), Box::new(pb), chains, true);
+        let arrivals = stream(&a, &b, Duration::from_millis(900), |t| {
+            stall.store(t >= Duration::from_millis(200) && t < Duration::from_millis(500), Ordering::Relaxed);
+        });
+        rig.stop();
+        let f = &rig.state.workers[0].forwarder;
+        let closed = f.drops[DropReason::ChainClosed as usize].get();
+        assert!(closed > 100, "the forwarder dropped the fail-closed chain's packets: {closed}");
+        assert_eq!((f.rx.get(), f.tx.get()), (closed, 0), "and passed none of them");
+        let mut got = arrivals.got.clone();
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got.len(), arrivals.got.len(), "no duplicates");
+        assert_eq!(
+            got.len() as u64 + closed,
+            u64::from(arrivals.sent),
+            "what did not arrive is counted as chain_closed"
+        );
+    }
+
+    #[test]
     fn busy_poll_a_worker_stalled_holding_its_ports_is_reported_and_loses_nothing_its_rings_hold() {
         let (pa, a) = MemPort::new("a", 0, 8192);
         let (pb, b) = MemPort::new("b", 1, 8192);
         let stall = Arc::new(AtomicBool::new(false));
         let pa = StallingPort { inner: pa, stall: Arc::clone(&stall) };
         let chains = Stalling { stall: Arc::new(AtomicBool::new(false)), runs: Arc::new(AtomicU64::new(0)) };
-        let mut rig = Rig::start(Box::new(pa), Box::new(pb), chains, CFG);
+        let mut rig = Rig::start(Box::new(pa), Box::new(pb), chains, false);
         let arrivals = stream(&a, &b, Duration::from_millis(900), |t| {
             stall.store(t >= Duration::from_millis(200) && t < Duration::from_millis(500), Ordering::Relaxed);
         });

@@ -89,7 +89,7 @@ fn main() {
     let stats = Arc::new(WorkerStats::new(2, 1));
     let w =
         Worker::new(WorkerConfig::default(), ports, &fwd, table, Stalling(Arc::clone(&stall)), stats).expect("worker");
-    let (mut w, f) = w.watched(&fwd).expect("watched worker");
+    let (mut w, f) = w.watched(&fwd, vec![false]).expect("watched worker");
     let (dog, state): (Watchdog, Arc<WatchdogState>) = Watchdog::spawn(cfg, vec![f]).expect("watchdog");
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
@@ -179,6 +179,6 @@ fn main() {
         got.len(),
         sent - sorted.len(),
         got.len() - sorted.len(),
-        x.forwarder.bypassed.get()
+        x.forwarder.rx.get()
     );
 }
