@@ -373,7 +373,7 @@ fn start(
         let (dog, state) = Watchdog::spawn(cfg, forwarders)
             .map_err(|e| RuntimeError::Usage(format!("cannot start the watchdog: {e}")))?;
         log::info!(
-            "watchdog: a worker without heartbeat for {} ms has its ports forwarded without chains until it recovers",
+            "watchdog: a worker without heartbeat for {} ms has its ports forwarded without copies until it recovers",
             cfg.timeout.as_millis()
         );
         running.shared.watchdog = Some(state);

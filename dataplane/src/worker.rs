@@ -533,11 +533,17 @@ impl<C: Chains> Worker<C> {
         st.matched.add(matched);
         if self.chained {
             self.chained = false;
-            // Chains are where a stall is likeliest: the ports wait in the slot meanwhile,
-            // where a bypass forwarder can take them.
-            self.release();
+            // Chains are where a stall is likeliest: a watched worker's ports wait in the slot
+            // meanwhile, where its bypass forwarder can take them. (The forwarder's own chains
+            // only say forward or drop: it keeps the ports for the whole round.)
+            let hand_over = !self.yields;
+            if hand_over {
+                self.release();
+            }
             self.run_chains(overloaded);
-            self.acquire();
+            if hand_over {
+                self.acquire();
+            }
             self.stage_held(i, egress, now);
         }
     }

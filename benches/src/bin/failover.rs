@@ -99,8 +99,9 @@ fn main() {
 
     // Generator: a numbered packet every 100 us until told to stop.
     let sent = Arc::new(AtomicU32::new(0));
+    let quiet = Arc::new(AtomicBool::new(false));
     let generator = {
-        let (stop, sent, a) = (Arc::clone(&stop), Arc::clone(&sent), a.clone());
+        let (stop, sent, a) = (Arc::clone(&quiet), Arc::clone(&sent), a.clone());
         std::thread::spawn(move || {
             let mut n = 0u32;
             let mut frame = vec![0u8; 64];
@@ -149,11 +150,14 @@ fn main() {
         takeover.push(Duration::from_nanos(x.last_takeover_ns.load(Ordering::Relaxed)));
         gaps.push(gap);
     }
-    stop.store(true, Ordering::Relaxed);
+    // The generator stops first, so the worker receives everything before it stops.
+    quiet.store(true, Ordering::Relaxed);
     generator.join().expect("generator");
-    dog.stop();
-    worker.join().expect("worker");
     drain(&mut got, Instant::now() + Duration::from_millis(100));
+    dog.stop();
+    stop.store(true, Ordering::Relaxed);
+    worker.join().expect("worker");
+    drain(&mut got, Instant::now() + Duration::from_millis(10));
 
     let sent = sent.load(Ordering::Relaxed) as usize;
     let mut sorted = got.clone();
