@@ -23,15 +23,18 @@ features=dataplane/dpdk,chains/dpdk,control/dpdk
 cargo build --workspace --all-targets --quiet
 log=$(mktemp /tmp/flowsteer-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
+# `chaos` builds the test-only failure stages (`stall`) into this debug build
+# for the chaos tests; a default build (`cargo build`, the release binary the
+# demos run) never has them.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --features "$features" --no-fail-fast 2>&1 | tee "$log"
+  cargo nextest run --workspace --features "$features,control/chaos" --no-fail-fast 2>&1 | tee "$log"
   passed=$(sed -n 's/.* tests\? run: \([0-9]*\) passed.*/\1/p' "$log" | tail -1)
   cargo nextest run -p control --test dpdk --no-fail-fast 2>&1 | tee -a "$log"
   passed=$((passed + $(sed -n 's/.* tests\? run: \([0-9]*\) passed.*/\1/p' "$log" | tail -1)))
 else
   # Without nextest every test binary is one process: the DPDK tests
   # initialise the EAL once per binary, which is what they are written for.
-  cargo test --workspace --features "$features" --no-fail-fast 2>&1 | tee "$log"
+  cargo test --workspace --features "$features,control/chaos" --no-fail-fast 2>&1 | tee "$log"
   cargo test -p control --test dpdk --no-fail-fast 2>&1 | tee -a "$log"
   passed=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$log")
 fi

@@ -56,6 +56,8 @@ enum Stage {
     Dedup(Dedup),
     Strip(Strip),
     Budget(Budget),
+    #[cfg(feature = "chaos")]
+    Stall(crate::stage::stall::Stall),
     Copy(CopyStage),
 }
 
@@ -96,6 +98,8 @@ impl ChainSet {
                         StageSpec::Dedup { window_ns } => Stage::Dedup(Dedup::new(*window_ns)),
                         StageSpec::Strip { layers } => Stage::Strip(Strip::new(layers.clone())),
                         StageSpec::Budget { pps, bps } => Stage::Budget(Budget::new(*pps, *bps, workers.max(1) as u32)),
+                        #[cfg(feature = "chaos")]
+                        StageSpec::Stall { after, ms } => Stage::Stall(crate::stage::stall::Stall::new(*after, *ms)),
                         StageSpec::Copy { to } => Stage::Copy(CopyStage::new(
                             to.iter().filter_map(|&i| sinks.get(i).cloned()).collect(),
                             Arc::clone(pool),
@@ -154,6 +158,8 @@ impl Chains for ChainSet {
                 Stage::Dedup(s) => s.process(&input, &mut plan, counters),
                 Stage::Strip(s) => s.process(&input, &mut plan, counters),
                 Stage::Budget(s) => s.process(&input, &mut plan, counters),
+                #[cfg(feature = "chaos")]
+                Stage::Stall(s) => s.process(&input, &mut plan, counters),
                 Stage::Copy(s) => sinks_down += s.process(&input, &plan, counters).sinks_down,
             }
         }
@@ -162,6 +168,12 @@ impl Chains for ChainSet {
             return ChainVerdict::Drop;
         }
         ChainVerdict::Forward
+    }
+
+    /// Fail-open chains may be skipped to bound monitoring; fail-closed ones never are.
+    #[inline]
+    fn sheddable(&self, chain: ChainId) -> bool {
+        !matches!(self.chains.get(chain as usize), Some(c) if c.on_failure == OnFailure::FailClosed)
     }
 }
 

@@ -16,6 +16,7 @@ use dataplane::classifier::{Action, Match, Rule, RuleError, RuleSet};
 use dataplane::flow::proto;
 use dataplane::forward::{BridgeConfig, Forwarding, Links};
 use dataplane::packet::PortId;
+use dataplane::watchdog::WatchdogConfig;
 use dataplane::worker::{MalformedPolicy, WorkerConfig};
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
@@ -167,6 +168,8 @@ pub struct Plan {
     pub dpdk: Option<DpdkPlan>,
     /// Run-time control settings.
     pub control: ControlPlan,
+    /// The worker watchdog's timing; `None` when off.
+    pub watchdog: Option<WatchdogConfig>,
 }
 
 /// Default path of the control API's Unix socket.
@@ -306,6 +309,21 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
     if !(dp.stats_interval.value >= 0.0 && dp.stats_interval.value.is_finite()) {
         return Err(Pos::of(&dp.stats_interval, "dataplane.stats_interval")
             .error(file, "must be 0 (off) or a number of seconds"));
+    }
+    let budget = dp.monitor_budget.value;
+    if !(budget > 0.0 && budget <= 1.0) {
+        return Err(Pos::of(&dp.monitor_budget, "dataplane.monitor_budget").error(
+            file,
+            format!("must be a share of the worker's time above 0 and at most 1 (1 = no cap), not {budget}"),
+        ));
+    }
+    let wd = &dp.watchdog;
+    if wd.timeout_ms.value == 0 {
+        return Err(Pos::of(&wd.timeout_ms, "dataplane.watchdog.timeout_ms").error(file, "must be at least 1"));
+    }
+    if wd.check_ms.value == 0 || wd.check_ms.value > wd.timeout_ms.value {
+        return Err(Pos::of(&wd.check_ms, "dataplane.watchdog.check_ms")
+            .error(file, format!("must be at least 1 and at most timeout_ms ({})", wd.timeout_ms.value)));
     }
     if dp.workers.is_empty() {
         return Err(ConfigError {
@@ -671,6 +689,8 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
                 MalformedCfg::Forward => MalformedPolicy::Forward,
                 MalformedCfg::Drop => MalformedPolicy::Drop,
             },
+            monitor_budget: (dp.monitor_budget.value < 1.0).then_some(dp.monitor_budget.value),
+            overload_bursts: (dp.overload_bursts.value > 0).then_some(dp.overload_bursts.value),
         },
         copy_buffers: {
             // Every sink may hold a full queue of copies, and one stuck sink must not starve the
@@ -695,6 +715,10 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         stats_interval: (dp.stats_interval.value > 0.0).then(|| Duration::from_secs_f64(dp.stats_interval.value)),
         dpdk,
         control,
+        watchdog: dp.watchdog.enabled.then(|| WatchdogConfig {
+            timeout: Duration::from_millis(dp.watchdog.timeout_ms.value.into()),
+            check: Duration::from_millis(dp.watchdog.check_ms.value.into()),
+        }),
     })
 }
 
@@ -821,6 +845,8 @@ fn stage_name(s: &StageCfg) -> &'static str {
         StageCfg::Strip(_) => "strip",
         StageCfg::Slice { .. } => "slice",
         StageCfg::Budget { .. } => "budget",
+        #[cfg(feature = "chaos")]
+        StageCfg::Stall { .. } => "stall",
         StageCfg::Copy { .. } => "copy",
     }
 }
@@ -902,6 +928,8 @@ fn compile_stage(
             }
             StageSpec::Budget { pps: pps.as_ref().map(|v| v.value), bps: bps.as_ref().map(|v| v.value) }
         }
+        #[cfg(feature = "chaos")]
+        StageCfg::Stall { after, ms } => StageSpec::Stall { after: after.value, ms: ms.value },
         StageCfg::Copy { to } => {
             if to.is_empty() {
                 return Err(Pos::of(st, format!("{field}.copy.to")).error(file, "copy needs at least one sink in `to`"));
@@ -1213,5 +1241,25 @@ mod tests {
         let text = "ports:\n  - { name: a, type: pcap }\n";
         let e = compile(&parse_str(text, "t").unwrap(), "t").unwrap_err();
         assert!(e.message.contains("needs `rx`"), "{e}");
+    }
+
+    #[test]
+    fn fail_open_tuning_has_defaults_and_bad_values_name_their_field() {
+        let plan = compile_text("").unwrap();
+        assert_eq!((plan.worker.monitor_budget, plan.worker.overload_bursts), (Some(0.3), Some(8)));
+        let with = |dp: &str| compile(&parse_str(&format!("dataplane:\n{dp}{BASE}"), "t").unwrap(), "t");
+        let plan = with("  monitor_budget: 1\n  overload_bursts: 0\n").unwrap();
+        assert_eq!((plan.worker.monitor_budget, plan.worker.overload_bursts), (None, None), "1 and 0 turn them off");
+        let e = with("  monitor_budget: 1.5\n").unwrap_err();
+        assert_eq!((e.line, e.column, e.field.as_str()), (2, 19, "dataplane.monitor_budget"));
+        assert!(e.message.contains("above 0 and at most 1"), "{e}");
+        assert_eq!(plan.watchdog, Some(WatchdogConfig::default()));
+        let plan = with("  watchdog: { timeout_ms: 40, check_ms: 4 }\n").unwrap();
+        let want = WatchdogConfig { timeout: Duration::from_millis(40), check: Duration::from_millis(4) };
+        assert_eq!(plan.watchdog, Some(want));
+        assert_eq!(with("  watchdog: { enabled: false }\n").unwrap().watchdog, None);
+        let e = with("  watchdog:\n    timeout_ms: 20\n    check_ms: 50\n").unwrap_err();
+        assert_eq!((e.line, e.column, e.field.as_str()), (4, 15, "dataplane.watchdog.check_ms"));
+        assert!(e.message.contains("at most timeout_ms (20)"), "{e}");
     }
 }

@@ -158,6 +158,48 @@ pub struct DataplaneCfg {
     /// Seconds between the one-line rate summaries of `run`; 0 turns them off.
     #[serde(default = "default_stats_interval")]
     pub stats_interval: Spanned<f64>,
+    /// Largest share of each worker's time its chains may take (0 < x <= 1;
+    /// 1 = no cap); over it, fail-open chains are skipped and counted.
+    #[serde(default = "default_monitor_budget")]
+    pub monitor_budget: Spanned<f64>,
+    /// Consecutive full receive bursts from a port that mean a backlog: chain
+    /// work on that port is shed until a burst comes back short. 0 = off.
+    #[serde(default = "default_overload_bursts")]
+    pub overload_bursts: Spanned<u32>,
+    /// The worker watchdog.
+    #[serde(default)]
+    pub watchdog: WatchdogCfg,
+}
+
+/// `dataplane.watchdog:` — a stalled worker's ports go to a bypass forwarder.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogCfg {
+    /// Whether workers are watched (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Milliseconds without a heartbeat after which a worker counts as stalled.
+    #[serde(default = "default_watchdog_timeout")]
+    pub timeout_ms: Spanned<u32>,
+    /// Milliseconds between heartbeat checks (at most `timeout_ms`).
+    #[serde(default = "default_watchdog_check")]
+    pub check_ms: Spanned<u32>,
+}
+
+impl Default for WatchdogCfg {
+    fn default() -> Self {
+        WatchdogCfg { enabled: true, timeout_ms: default_watchdog_timeout(), check_ms: default_watchdog_check() }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_watchdog_timeout() -> Spanned<u32> {
+    unknown(100)
+}
+fn default_watchdog_check() -> Spanned<u32> {
+    unknown(10)
 }
 
 impl Default for DataplaneCfg {
@@ -170,6 +212,9 @@ impl Default for DataplaneCfg {
             sink_queue: default_sink_queue(),
             malformed: MalformedCfg::default(),
             stats_interval: default_stats_interval(),
+            monitor_budget: default_monitor_budget(),
+            overload_bursts: default_overload_bursts(),
+            watchdog: WatchdogCfg::default(),
         }
     }
 }
@@ -195,6 +240,12 @@ fn default_sink_queue() -> Spanned<u32> {
 }
 fn default_stats_interval() -> Spanned<f64> {
     unknown(5.0)
+}
+fn default_monitor_budget() -> Spanned<f64> {
+    unknown(0.3)
+}
+fn default_overload_bursts() -> Spanned<u32> {
+    unknown(8)
 }
 
 /// One worker thread.
@@ -409,6 +460,14 @@ pub enum StageCfg {
         pps: Option<Spanned<u64>>,
         /// Copied bits per second.
         bps: Option<Spanned<u64>>,
+    },
+    /// Stall the worker once (test builds only, feature `chaos`).
+    #[cfg(feature = "chaos")]
+    Stall {
+        /// The stage's N-th packet in each worker stalls it.
+        after: Spanned<u64>,
+        /// Milliseconds.
+        ms: Spanned<u64>,
     },
     /// Copy the packet to sinks.
     Copy {

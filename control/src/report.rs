@@ -53,8 +53,29 @@ pub struct SinkSnap {
     pub queued: u64,
 }
 
-/// Every counter at one moment.
+/// What the watchdog knows about one worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchSnap {
+    /// Whether the worker's ports are with the bypass forwarder now.
+    pub bypassing: bool,
+    /// Times the bypass forwarder was engaged (`watchdog_bypass_engaged`).
+    pub engaged: u64,
+    /// Times the ports went back to the worker.
+    pub failbacks: u64,
+    /// Time in bypass, the current period included.
+    pub bypass_time: Duration,
+    /// Packets the bypass forwarder carried (`bypassed_packets`): forwarded, never copied.
+    pub bypassed_packets: u64,
+    /// Stalls during which the worker held its ports (no in-process bypass possible).
+    pub stuck_holding_ports: u64,
+    /// Last detection time (last heartbeat seen to engagement).
+    pub last_detect: Duration,
+    /// Last takeover time (engagement to the forwarder's first round with the ports).
+    pub last_takeover: Duration,
+}
+
+/// Every counter at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Packets received.
     pub rx: u64,
@@ -64,7 +85,8 @@ pub struct Snapshot {
     pub matched: u64,
     /// Packets no rule matched.
     pub unmatched: u64,
-    /// Packets forwarded unclassified while the bypass switch was on.
+    /// Packets forwarded unclassified: while the bypass switch was on, or by
+    /// a watchdog's bypass forwarder.
     pub bypassed: u64,
     /// Flow cache hits.
     pub cache_hits: u64,
@@ -89,6 +111,18 @@ pub struct Snapshot {
     /// MAC-learning bridge counters (all bridges, all workers): learned,
     /// moved, aged, table full, flooded, flood copies, flood copies lost.
     pub bridge: [u64; 7],
+    /// Per worker: nanoseconds spent running chains.
+    pub monitor_ns: Vec<u64>,
+    /// Time since the dataplane started (the monitoring share's denominator).
+    pub uptime: Duration,
+    /// The configured monitoring budget (share of a worker's time), if any.
+    pub monitor_budget: Option<f64>,
+    /// Matched packets forwarded without their chain because the budget was spent.
+    pub shed_monitor_budget: u64,
+    /// Matched packets forwarded without their chain because their port had a backlog.
+    pub shed_overload: u64,
+    /// Per worker, when the watchdog runs.
+    pub watchdog: Vec<WatchSnap>,
 }
 
 impl Snapshot {
@@ -105,6 +139,9 @@ impl Snapshot {
             s.matched += w.matched.get();
             s.unmatched += w.unmatched.get();
             s.bypassed += w.bypassed.get();
+            s.monitor_ns.push(w.monitor_ns.get());
+            s.shed_monitor_budget += w.shed_monitor_budget.get();
+            s.shed_overload += w.shed_overload.get();
             s.cache_hits += w.cache_hits.get();
             s.cache_misses += w.cache_misses.get();
             for (acc, c) in malformed.iter_mut().zip(w.malformed.iter()) {
@@ -129,7 +166,6 @@ impl Snapshot {
         }
         s.malformed =
             Malformed::ALL.iter().zip(malformed).filter(|(_, n)| *n > 0).map(|(m, n)| (m.name(), n)).collect();
-        s.drops = DropReason::ALL.iter().zip(drops).filter(|(_, n)| *n > 0).map(|(r, n)| (r.name(), n)).collect();
         for (id, c) in &sh.tool_ports {
             if let Some((_, acc)) = s.ports.get_mut(*id as usize) {
                 *acc = c.snapshot();
@@ -168,7 +204,33 @@ impl Snapshot {
                 queued: q.len() as u64,
             })
             .collect();
+        if let Some(wd) = &sh.watchdog {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (i, x) in wd.workers.iter().enumerate() {
+                // What the forwarder carried counts in the totals like any worker's traffic.
+                let f = &x.forwarder;
+                s.rx += f.rx.get();
+                s.tx += f.tx.get();
+                s.bypassed += f.rx.get();
+                for (acc, c) in drops.iter_mut().zip(f.drops.iter()) {
+                    *acc += c.get();
+                }
+                s.watchdog.push(WatchSnap {
+                    bypassing: x.bypassing.load(Relaxed),
+                    engaged: x.engagements.load(Relaxed),
+                    failbacks: x.failbacks.load(Relaxed),
+                    bypass_time: wd.bypass_time(i),
+                    bypassed_packets: f.rx.get(),
+                    stuck_holding_ports: x.stuck_holding_ports.load(Relaxed),
+                    last_detect: Duration::from_nanos(x.last_detect_ns.load(Relaxed)),
+                    last_takeover: Duration::from_nanos(x.last_takeover_ns.load(Relaxed)),
+                });
+            }
+        }
+        s.drops = DropReason::ALL.iter().zip(drops).filter(|(_, n)| *n > 0).map(|(r, n)| (r.name(), n)).collect();
         s.copy_pool_empty = sh.copy_pool.empty_count();
+        s.uptime = sh.started.elapsed();
+        s.monitor_budget = sh.monitor_budget;
         for w in &sh.workers {
             let b = &w.bridge;
             let v = [
@@ -197,6 +259,26 @@ impl Snapshot {
         let stages: u64 = self.chains.iter().flat_map(|c| &c.stages).map(|s| s.dropped + s.errors).sum();
         let sinks: u64 = self.sinks.iter().map(|s| s.errors + s.lost_down).sum();
         stages + sinks
+    }
+
+    /// Each worker's monitoring share since `prev` (of the time between the
+    /// two snapshots): the share of its core its chains took.
+    pub fn monitoring_shares(&self, prev: &Snapshot) -> Vec<f64> {
+        let dt = self.uptime.saturating_sub(prev.uptime).as_nanos().max(1) as f64;
+        let before = |i: usize| prev.monitor_ns.get(i).copied().unwrap_or(0);
+        self.monitor_ns.iter().enumerate().map(|(i, &ns)| ns.saturating_sub(before(i)) as f64 / dt).collect()
+    }
+
+    /// `monitoring share 12% (worker 0 12%, worker 1 3%)` since `prev`.
+    fn monitoring_line(&self, prev: &Snapshot) -> String {
+        let shares = self.monitoring_shares(prev);
+        let top = shares.iter().copied().fold(0.0, f64::max);
+        let mut line = format!("monitoring share {}", pct(top));
+        if shares.len() > 1 {
+            let each: Vec<String> = shares.iter().enumerate().map(|(i, s)| format!("worker {i} {}", pct(*s))).collect();
+            let _ = write!(line, " ({})", each.join(", "));
+        }
+        line
     }
 
     /// The one-line summary of rates since `prev`, as testpmd prints them.
@@ -230,6 +312,13 @@ impl Snapshot {
             self.copies_lost().saturating_sub(prev.copies_lost()),
             self.dropped().saturating_sub(prev.dropped())
         );
+        let shed = |s: &Snapshot| s.shed_monitor_budget + s.shed_overload;
+        let _ = write!(line, " | {} shed {}", self.monitoring_line(prev), shed(self).saturating_sub(shed(prev)));
+        let bypassing: Vec<String> =
+            self.watchdog.iter().enumerate().filter(|(_, w)| w.bypassing).map(|(i, _)| i.to_string()).collect();
+        if !bypassing.is_empty() {
+            let _ = write!(line, " | watchdog BYPASS worker {}", bypassing.join(", "));
+        }
         line
     }
 
@@ -298,6 +387,29 @@ impl Snapshot {
                 b[0], b[1], b[2], b[3], b[4], b[5], b[6]
             );
         }
+        let since_start = Snapshot { monitor_ns: vec![0; self.monitor_ns.len()], ..Snapshot::default() };
+        let _ = writeln!(
+            o,
+            "{} (budget {}); chains shed: budget {} overload {}",
+            self.monitoring_line(&since_start),
+            self.monitor_budget.map_or("none".to_string(), pct),
+            self.shed_monitor_budget,
+            self.shed_overload
+        );
+        for (i, w) in self.watchdog.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "watchdog worker {i}: {} engaged {} fail-backs {} in-bypass {:.1} ms bypassed-packets {} stuck-holding-ports {} (last detection {:.1} ms, takeover {:.2} ms)",
+                if w.bypassing { "BYPASS" } else { "ok" },
+                w.engaged,
+                w.failbacks,
+                w.bypass_time.as_secs_f64() * 1e3,
+                w.bypassed_packets,
+                w.stuck_holding_ports,
+                w.last_detect.as_secs_f64() * 1e3,
+                w.last_takeover.as_secs_f64() * 1e3
+            );
+        }
         let _ = writeln!(
             o,
             "copies: lost {} (copy pool empty {}); flow cache: hits {} misses {}",
@@ -307,6 +419,16 @@ impl Snapshot {
             self.cache_misses
         );
         o
+    }
+}
+
+/// `12%`, `0.4%`: a share as a percentage, one decimal below 10%.
+pub fn pct(share: f64) -> String {
+    let p = share * 100.0;
+    if p < 10.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.0}%")
     }
 }
 
@@ -340,7 +462,11 @@ mod tests {
             ..Default::default()
         };
         a.sinks.push(SinkSnap { name: "cap".into(), ..Default::default() });
+        a.monitor_ns = vec![0];
         let mut b = a.clone();
+        b.uptime = Duration::from_secs(2);
+        b.monitor_ns = vec![500_000_000];
+        b.shed_overload = 3;
         b.rx = 2_000_000;
         b.ports[0].1.rx_packets = 2_000_000;
         b.rules[0].1 = 10;
@@ -348,7 +474,9 @@ mod tests {
         let line = b.rate_line(&a, Duration::from_secs(2));
         assert_eq!(
             line,
-            "rx 1.00 Mpps tx 0 pps | a rx 1.00 Mpps tx 0 pps | rule web 5 pps | copies 5 pps lost 0 | dropped 0"
+            "rx 1.00 Mpps tx 0 pps | a rx 1.00 Mpps tx 0 pps | rule web 5 pps | copies 5 pps lost 0 | dropped 0 | monitoring share 25% shed 3"
         );
+        b.watchdog = vec![WatchSnap::default(), WatchSnap { bypassing: true, ..WatchSnap::default() }];
+        assert!(b.rate_line(&a, Duration::from_secs(2)).ends_with(" | watchdog BYPASS worker 1"));
     }
 }

@@ -18,7 +18,7 @@ use chains::sink::remote::RemoteCfg;
 use chains::sink::vxlan::VxlanSink;
 use chains::sink::{Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
-use chains::{ChainSet, ChainStats};
+use chains::{ChainSet, ChainStats, OnFailure};
 use dataplane::bypass::Bypass;
 use dataplane::packet::{Pool, PortId, ShareLimit};
 use dataplane::port::af_packet::{AfPacketConfig, AfPacketPort};
@@ -26,6 +26,7 @@ use dataplane::port::pcap::PcapPort;
 use dataplane::port::Port;
 use dataplane::publish::RuleTable;
 use dataplane::stats::{PortCounters, WorkerStats};
+use dataplane::watchdog::{Watchdog, WatchdogState};
 use dataplane::worker::{Worker, WorkerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,6 +102,12 @@ pub struct Shared {
     pub bypass: Arc<Bypass>,
     /// The running rules and their counter slots; every rule change goes through it.
     pub book: Arc<RuleBook>,
+    /// When the dataplane started (monitoring shares are of the time since).
+    pub started: Instant,
+    /// The monitoring budget every worker keeps to, if any.
+    pub monitor_budget: Option<f64>,
+    /// The worker watchdog's view of every worker, when it runs (`run` only).
+    pub watchdog: Option<Arc<WatchdogState>>,
 }
 
 impl Shared {
@@ -286,6 +293,7 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<Worker<ChainSet>>>,
     sink_threads: Vec<SinkThread>,
+    watchdog: Option<Watchdog>,
 }
 
 /// Opens ports and sinks and starts the workers.
@@ -366,11 +374,35 @@ fn start(
         tool_ports,
         bypass,
         book,
+        started: Instant::now(),
+        monitor_budget: plan.worker.monitor_budget,
+        watchdog: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads };
+    let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads, watchdog: None };
     if !spawn_threads {
         return Ok((running, workers));
+    }
+    if let Some(cfg) = plan.watchdog {
+        let mut watched = Vec::with_capacity(workers.len());
+        let mut forwarders = Vec::with_capacity(workers.len());
+        for (i, w) in workers.into_iter().enumerate() {
+            let closed = plan.chains.iter().map(|c| c.on_failure == OnFailure::FailClosed).collect();
+            let (w, f) = w
+                .watched(&plan.forwarding, closed)
+                .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?;
+            watched.push(w);
+            forwarders.push(f);
+        }
+        workers = watched;
+        let (dog, state) = Watchdog::spawn(cfg, forwarders)
+            .map_err(|e| RuntimeError::Usage(format!("cannot start the watchdog: {e}")))?;
+        log::info!(
+            "watchdog: a worker without heartbeat for {} ms has its ports forwarded without copies until it recovers",
+            cfg.timeout.as_millis()
+        );
+        running.shared.watchdog = Some(state);
+        running.watchdog = Some(dog);
     }
     for (i, (mut w, wp)) in workers.into_iter().zip(&plan.workers).enumerate() {
         let stop = Arc::clone(&stop);
@@ -385,7 +417,7 @@ fn start(
                 }
                 log::info!(
                     "worker {i}: polling {} port(s) on core {}",
-                    w.ports().len(),
+                    w.port_count(),
                     core.map_or("any".into(), |c| c.to_string())
                 );
                 w.run(&stop);
@@ -401,6 +433,10 @@ impl Running {
     /// Stops the workers (they drain and flush), then the sinks (they write
     /// what is queued). Returns the final counters.
     pub fn stop(mut self) -> Snapshot {
+        // The forwarders first, so every port is back with its worker to drain.
+        if let Some(dog) = self.watchdog.take() {
+            dog.stop();
+        }
         self.stop.store(true, Ordering::Relaxed);
         for h in self.threads.drain(..) {
             if h.join().is_err() {
@@ -556,6 +592,10 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
             }
         }
     }
+    // Offline, the input is always a backlog and the clock is not the capture's:
+    // no budget or overload shedding, every matched packet runs its chain.
+    plan.worker.monitor_budget = None;
+    plan.worker.overload_bursts = None;
     // One worker owns every port, in this thread.
     plan.workers = vec![crate::compile::WorkerPlan {
         core: None,

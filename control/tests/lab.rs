@@ -367,3 +367,260 @@ fn busy_poll_lab_vlan_tags_survive_and_vlan_rules_match() {
     assert_eq!(vlans(&db_pcap), want, "db1 receives the frames with their tag:\n{stdout}");
     assert_eq!(vlans(&tool_pcap), want, "the vlan rule matched and the copies keep the tag:\n{stdout}");
 }
+
+/// Receives numbered UDP datagrams (a 4-byte big-endian number first) on
+/// `addr:port` until none came for 2 s; prints
+/// `received R unique U dup D late L missing M` (numbers 0..max).
+fn numbered_receiver(addr: &str, port: u16) -> String {
+    format!(
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1<<22); s.bind(('{addr}', {port})); s.settimeout(2)\ngot=[]\ntry:\n  while True:\n    d,_=s.recvfrom(2048); got.append(int.from_bytes(d[:4], 'big'))\nexcept socket.timeout:\n  pass\ntop=-1; late=0\nfor n in got:\n  late += n < top; top=max(top, n)\nu=set(got)\nprint('received', len(got), 'unique', len(u), 'dup', len(got)-len(u), 'late', late, 'missing', (max(u)+1-len(u)) if u else 0, flush=True)"
+    )
+}
+
+/// Sends `n` numbered UDP datagrams of 64 bytes to `addr:port`, one per millisecond.
+fn numbered_sender(addr: &str, port: u16, n: u32) -> String {
+    format!("import socket,time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range({n}):\n  s.sendto(i.to_bytes(4, 'big') + bytes(60), ('{addr}', {port})); time.sleep(0.001)")
+}
+
+/// A field of the report's `watchdog worker 0:` line, as a number.
+#[cfg(feature = "chaos")]
+fn watchdog_field(report: &str, field: &str) -> f64 {
+    let line = report.lines().find(|l| l.starts_with("watchdog worker 0:")).unwrap_or_else(|| panic!("{report}"));
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == field).unwrap_or_else(|| panic!("no `{field}` in {line}"));
+    words.next().unwrap().trim_end_matches(',').parse().unwrap_or_else(|_| panic!("{field} in {line}"))
+}
+
+/// Chaos: the worker stalls for 600 ms inside a chain (the test-only `stall`
+/// stage) while 2000 numbered datagrams cross the lab at 1 kpps. The watchdog
+/// hands the worker's ports to the bypass forwarder, then back when the stall
+/// ends; every datagram arrives exactly once, and the counters say which ones
+/// went unmonitored.
+#[cfg(feature = "chaos")]
+#[test]
+fn busy_poll_lab_chaos_a_stalled_worker_is_bypassed_and_fails_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lab = Lab::up();
+    let cfg = lab.config(d);
+    with_udp_chain(&cfg, "stalling", "[ { stall: { after: 500, ms: 600 } }, { copy: { to: [file] } } ]");
+    let (late, report, stderr) = numbered_stream(&lab, d, &cfg, 2000, || {});
+    assert!(late <= 32, "only the burst the worker held through the stall arrives late: {late}");
+    assert!(stderr.contains("no heartbeat for") && stderr.contains("fail-back"), "{stderr}");
+    assert_eq!(watchdog_field(&report, "engaged"), 1.0);
+    assert_eq!(watchdog_field(&report, "fail-backs"), 1.0);
+    assert_eq!(watchdog_field(&report, "stuck-holding-ports"), 0.0);
+    let bypassed = watchdog_field(&report, "bypassed-packets") as u64;
+    let detection = watchdog_field(&report, "detection");
+    assert!((100.0..400.0).contains(&detection), "detected after the 100 ms timeout: {detection} ms");
+    // Steered datagrams ran the chain before and after the stall; the forwarder carried the rest.
+    let steered = numbers(report.lines().find(|l| l.starts_with("udp-7777 ")).unwrap(), &["udp-7777"])[0];
+    assert!(steered > 600 && steered < 2000, "{report}");
+    assert!(steered + bypassed >= 2000, "every datagram was steered or bypassed: {steered} + {bypassed}");
+    // Every steered datagram's copy reached the pcapng sink: copies resumed after the fail-back.
+    assert_eq!(copies_accounted(&report, "udp-7777", "stage 1 copy:", "file"), (steered, 0));
+}
+
+/// Streams `n` numbered datagrams web1 -> db1:7777 at 1 kpps through
+/// flowsteer running `cfg`, runs `during` 0.5 s into the stream, stops
+/// flowsteer; checks every datagram arrived exactly once and returns
+/// (how many arrived late, the final report, flowsteer's log).
+fn numbered_stream(lab: &Lab, d: &Path, cfg: &Path, n: u32, during: impl FnOnce()) -> (u32, String, String) {
+    let fs = start_flowsteer(cfg, d);
+    assert!(lab.ping("web1", "10.77.0.21"), "{}", fs.stderr());
+    let rx = lab.spawn_in("db1", &[PYTHON, "-c", &numbered_receiver("10.77.0.21", 7777)], d, "receiver");
+    std::thread::sleep(Duration::from_millis(300));
+    let sender = numbered_sender("10.77.0.21", 7777, n);
+    std::thread::scope(|s| {
+        let tx = s.spawn(|| lab.exec("web1", &[PYTHON, "-c", &sender]));
+        std::thread::sleep(Duration::from_millis(500));
+        during();
+        let (ok, _, err) = tx.join().unwrap();
+        assert!(ok, "{err}");
+    });
+    let t = Instant::now();
+    let got = loop {
+        let s = std::fs::read_to_string(&rx.out).unwrap_or_default();
+        if !s.is_empty() || t.elapsed() > Duration::from_secs(10) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (code, report, stderr) = fs.stop("-INT");
+    assert_eq!(code, Some(0), "{stderr}");
+    eprintln!("receiver: {got}{report}");
+    let words: Vec<&str> = got.split_whitespace().collect();
+    let n = n.to_string();
+    assert_eq!(&words[..6], ["received", &n, "unique", &n, "dup", "0"], "every original exactly once: {got}");
+    assert_eq!(words[9], "0", "nothing missing: {got}");
+    (words[7].parse().unwrap(), report, stderr)
+}
+
+/// The numbers of a report line after each of `fields` (`in`, `out`, ...).
+fn numbers(line: &str, fields: &[&str]) -> Vec<u64> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    fields
+        .iter()
+        .map(|f| {
+            let i = words.iter().position(|w| w == f).unwrap_or_else(|| panic!("no `{f}` in {line}"));
+            words[i + 1].parse().unwrap_or_else(|_| panic!("`{f}` in {line}"))
+        })
+        .collect()
+}
+
+/// Every copy the chain was asked for is written or counted as lost: the
+/// copy stage's `in` is the steered datagrams, `in = out + shed + dropped +
+/// errors`, and the sink's `out = written + errors + lost-down + queued`.
+/// Returns (written, lost).
+fn copies_accounted(report: &str, rule: &str, stage: &str, sink: &str) -> (u64, u64) {
+    let steered = numbers(report.lines().find(|l| l.starts_with(&format!("{rule} "))).unwrap(), &[rule])[0];
+    let st = numbers(report.lines().find(|l| l.contains(stage)).unwrap(), &["in", "out", "shed", "dropped", "errors"]);
+    assert_eq!(st[0], steered, "the chain saw every steered datagram:\n{report}");
+    assert_eq!(st[0], st[1] + st[2] + st[3] + st[4], "copy stage: in = out + shed + dropped + errors:\n{report}");
+    let line = report.lines().find(|l| l.starts_with(&format!("sink {sink}:"))).unwrap();
+    let sk = numbers(line, &["written", "errors", "lost-down", "queued"]);
+    assert_eq!(
+        st[1],
+        sk[0] + sk[1] + sk[2] + sk[3],
+        "sink: enqueued = written + errors + lost-down + queued:\n{report}"
+    );
+    (sk[0], st[2] + st[3] + st[4] + sk[1] + sk[2] + sk[3])
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    fn mount(at: PathBuf, size: &str) -> TinyDisk {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&at).status();
+        assert!(ok.unwrap().success(), "mount a tmpfs on {}", at.display());
+        TinyDisk(at)
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// lab.yaml plus a rule steering UDP to port 7777 through `chain` (`stages` in YAML flow style).
+fn with_udp_chain(cfg: &Path, chain: &str, stages: &str) {
+    let text = std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace("chains:\n", &format!("chains:\n  - name: {chain}\n    stages: {stages}\n"))
+        .replace(
+            "rules:\n",
+            &format!("rules:\n  - name: udp-7777\n    priority: 150\n    match: {{ proto: udp, dst_port: 7777 }}\n    chain: {chain}\n"),
+        );
+    std::fs::write(cfg, text).unwrap();
+}
+
+/// Chaos: the pcapng sink's disk (a 200 KiB tmpfs) fills up in the middle of
+/// a stream of 3000 numbered datagrams. Every original arrives; the sink is
+/// marked down and logged; every copy is written or counted as lost, and the
+/// capture holds exactly the copies counted as written.
+#[test]
+fn busy_poll_lab_chaos_a_full_disk_loses_copies_counted_never_originals() {
+    assert!(Path::new(TSHARK).exists(), "tshark is required: apt-get install tshark");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lab = Lab::up();
+    let disk = TinyDisk::mount(d.join("disk"), "200k");
+    let cfg = lab.config(d);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "sinks:\n",
+        &format!("sinks:\n  - {{ name: small, type: pcapng, path: {}/copies.pcapng }}\n", disk.0.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    with_udp_chain(&cfg, "to-disk", "[ { copy: { to: [small] } } ]");
+    let (_, report, stderr) = numbered_stream(&lab, d, &cfg, 3000, || {});
+    assert!(stderr.contains("sink small:") && stderr.contains("marked down"), "the failure is logged:\n{stderr}");
+    let (written, lost) = copies_accounted(&report, "udp-7777", "stage 0 copy:", "small");
+    assert!(written > 100 && lost > 100, "the disk took some copies and refused the rest: {written} / {lost}");
+    assert!(report.contains("dropped 0"), "no original dropped:\n{report}");
+    let out = Command::new(TSHARK).args(["-n", "-r"]).arg(disk.0.join("copies.pcapng")).output().unwrap();
+    let in_file = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+    assert_eq!(in_file, written, "the capture holds exactly the copies counted as written");
+}
+
+/// Chaos: the monitoring tool's interface goes down for a second in the
+/// middle of a stream of 3000 numbered datagrams, then comes back. Every
+/// original arrives; every copy for the tool is sent or counted as lost, and
+/// copies reach the tool again once its link is up.
+#[test]
+fn busy_poll_lab_chaos_the_tool_interface_going_down_loses_copies_counted_never_originals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lab = Lab::up();
+    let cfg = lab.config(d);
+    with_udp_chain(&cfg, "to-tool", "[ { copy: { to: [ids] } } ]");
+    let tool = format!("{}-tool", lab.prefix);
+    let set = |state: &str| assert!(Command::new("ip").args(["link", "set", &tool, state]).status().unwrap().success());
+    let (_, report, stderr) = numbered_stream(&lab, d, &cfg, 3000, || {
+        set("down");
+        std::thread::sleep(Duration::from_secs(1));
+        set("up");
+    });
+    let (written, lost) = copies_accounted(&report, "udp-7777", "stage 0 copy:", "ids");
+    assert!(lost > 100, "copies were lost while the tool was down: {lost}\n{stderr}");
+    assert!(written > 1000, "copies reached the tool before and after: {written}");
+    assert!(report.contains("dropped 0"), "no original dropped:\n{report}");
+    let tool_row = report.lines().find(|l| l.starts_with("tool ")).unwrap();
+    assert_eq!(numbers(tool_row, &["tool"])[0], 0, "the tool port receives nothing: {tool_row}");
+}
+
+/// A VXLAN collector on 127.0.0.1:`port` counting datagrams of VNI 42; prints the count on SIGTERM.
+fn vxlan_collector(port: u16, dir: &Path, tag: &str) -> Bg {
+    let script = format!("import socket,signal,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', {port})); n=0\ndef done(*_):\n  print(n, flush=True); sys.exit(0)\nsignal.signal(signal.SIGTERM, done)\nprint('listening', file=sys.stderr, flush=True)\nwhile True:\n  d=s.recv(65536)\n  if len(d) >= 8 and d[4:7] == (42).to_bytes(3, 'big'): n += 1");
+    let bg = Bg::spawn(Command::new(PYTHON).args(["-c", &script]), dir, tag);
+    bg.wait_for_stderr("listening", Duration::from_secs(5));
+    bg
+}
+
+/// Chaos: the collector of a VXLAN sink goes away for a second in the
+/// middle of a stream of 3000 numbered datagrams, then a new one listens on
+/// the same port. Every original arrives; the sink is marked down and
+/// recovers (both logged); every copy is sent or counted as lost, and what
+/// the sink counts as sent is what the two collectors received, but for a
+/// few: UDP reports a closed port (ICMP) only on the send after the refused
+/// datagram, so the one datagram before each failed send (the first, and one
+/// per retry while the collector is away) was counted as sent and lost.
+#[test]
+fn busy_poll_lab_chaos_a_remote_collector_going_away_loses_copies_counted_never_originals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lab = Lab::up();
+    let port = 40_000 + (std::process::id() % 20_000) as u16;
+    let cfg = lab.config(d);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "sinks:\n",
+        &format!("sinks:\n  - {{ name: collector, type: vxlan, destination: 127.0.0.1, vni: 42, dst_port: {port} }}\n"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    with_udp_chain(&cfg, "to-collector", "[ { copy: { to: [collector] } } ]");
+    let first = vxlan_collector(port, d, "collector1");
+    let mut counts = Vec::new();
+    let mut second = None;
+    let (_, report, stderr) = numbered_stream(&lab, d, &cfg, 3000, || {
+        // The sender needs a moment to start in its namespace.
+        std::thread::sleep(Duration::from_millis(700));
+        counts.push(first.stop("-TERM").1);
+        std::thread::sleep(Duration::from_secs(1));
+        second = Some(vxlan_collector(port, d, "collector2"));
+    });
+    counts.push(second.unwrap().stop("-TERM").1);
+    let got: Vec<u64> = counts.iter().map(|c| c.trim().parse().unwrap_or_else(|_| panic!("{c:?}"))).collect();
+    assert!(stderr.contains("sink collector:") && stderr.contains("marked down"), "{stderr}");
+    assert!(stderr.contains("sink collector: recovered"), "{stderr}");
+    let (written, lost) = copies_accounted(&report, "udp-7777", "stage 0 copy:", "collector");
+    assert!(lost > 100, "copies were lost while nobody listened: {lost}");
+    assert!(got[0] > 100 && got[1] > 100, "both collectors received copies: {got:?}");
+    let received = got[0] + got[1];
+    assert!(
+        written >= received && written - received <= 20,
+        "sent {written}, received {received}: only one datagram per failed send (retries 100 ms apart, doubling) is unaccounted"
+    );
+    assert!(report.contains("dropped 0"), "no original dropped:\n{report}");
+}

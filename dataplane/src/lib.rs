@@ -15,11 +15,13 @@ pub mod cache;
 pub mod classifier;
 pub mod flow;
 pub mod forward;
+pub mod monitor;
 pub mod packet;
 pub mod parser;
 pub mod port;
 pub mod publish;
 pub mod stats;
+pub mod watchdog;
 pub mod wire;
 pub mod worker;
 

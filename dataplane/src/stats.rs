@@ -186,6 +186,12 @@ pub struct WorkerStats {
     pub unmatched: Counter,
     /// Packets forwarded unclassified because the bypass switch was on.
     pub bypassed: Counter,
+    /// Nanoseconds spent running chains (the monitoring share's numerator).
+    pub monitor_ns: Counter,
+    /// Matched packets forwarded without their chain: the monitoring budget was spent.
+    pub shed_monitor_budget: Counter,
+    /// Matched packets forwarded without their chain: their port had a backlog.
+    pub shed_overload: Counter,
     /// Packets whose headers did not fully parse, by reason.
     pub malformed: [Counter; Malformed::COUNT],
     /// Originals dropped, by reason.
@@ -217,6 +223,9 @@ impl WorkerStats {
             matched: Counter::default(),
             unmatched: Counter::default(),
             bypassed: Counter::default(),
+            monitor_ns: Counter::default(),
+            shed_monitor_budget: Counter::default(),
+            shed_overload: Counter::default(),
             malformed: Default::default(),
             drops: Default::default(),
             cache_hits: Counter::default(),

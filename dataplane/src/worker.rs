@@ -8,6 +8,13 @@
 //! Housekeeping (flushing capture writers, heartbeat) runs on a cheap
 //! iteration counter, never on a clock read per packet.
 //!
+//! A burst's originals are decided in order; unmatched ones are staged at
+//! once until the first packet with a chain, which is held with everything
+//! after it. The held packets' chains then run as one timed block (see
+//! [`crate::monitor`]: the monitoring share, the budget and overload
+//! shedding), and the held originals the chains let through are staged, so
+//! arrival order is kept and a burst without chain work is never held.
+//!
 //! Nothing on this path allocates, locks, or makes a system call per packet;
 //! every packet the worker does not transmit is counted under a
 //! [`DropReason`].
@@ -17,11 +24,13 @@ use crate::cache::FlowCache;
 use crate::classifier::{Action, ChainId, RuleId, RuleSet};
 use crate::flow::FlowKey;
 use crate::forward::{Bridge, Decision, Forwarding, PortRole};
+use crate::monitor::MonitorBudget;
 use crate::packet::{Packet, Pool, PortId};
 use crate::parser::{parse, Malformed};
 use crate::port::{Burst, Port};
 use crate::publish::RuleTable;
 use crate::stats::{DropReason, WorkerStats, LINK_DOWN, LINK_UP};
+use crate::watchdog::{BypassChains, Forwarder, PortSlot};
 use crate::BURST;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +60,13 @@ pub trait Chains {
 
     /// Called once after each poll round that processed packets.
     fn end_burst(&mut self) {}
+
+    /// Whether the worker may skip chain `chain` to bound monitoring (budget,
+    /// overload), forwarding the original unmonitored. Chains that must not
+    /// pass unmonitored traffic (fail-closed) say no and always run.
+    fn sheddable(&self, _chain: ChainId) -> bool {
+        true
+    }
 }
 
 /// A worker without chains: every matched packet is forwarded (benchmarks, tests).
@@ -84,11 +100,24 @@ pub struct WorkerConfig {
     pub burst: usize,
     /// Malformed-packet policy.
     pub malformed: MalformedPolicy,
+    /// Largest share of the worker's time its chains may take (0..=1); over
+    /// it, sheddable chains are skipped ([`crate::monitor`]). `None`: no cap.
+    pub monitor_budget: Option<f64>,
+    /// Consecutive full receive bursts from one port after which the worker
+    /// sheds that port's chain work until a burst comes back short. `None`: never.
+    pub overload_bursts: Option<u32>,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { id: 0, flow_cache: 65_536, burst: crate::BURST, malformed: MalformedPolicy::Forward }
+        WorkerConfig {
+            id: 0,
+            flow_cache: 65_536,
+            burst: crate::BURST,
+            malformed: MalformedPolicy::Forward,
+            monitor_budget: None,
+            overload_bursts: None,
+        }
     }
 }
 
@@ -154,6 +183,28 @@ pub struct Worker<C: Chains> {
     keys: [FlowKey; BURST],
     hashes: [u64; BURST],
     bad: [Option<Malformed>; BURST],
+    /// Originals of the burst being processed, from its first packet with a
+    /// chain on, in order; for those with a chain (chain, rule, index into
+    /// `keys`); the chains' verdicts.
+    held: Burst,
+    held_by: [Option<(ChainId, RuleId, usize)>; BURST],
+    /// Whether any held packet has a chain to run.
+    chained: bool,
+    verdicts: [ChainVerdict; BURST],
+    /// The monitoring budget, if one is set.
+    budget: Option<MonitorBudget>,
+    /// Per local port: consecutive full receive bursts.
+    full_streak: Vec<u32>,
+    /// Chains shed (budget + overload) at the last look, and since when the
+    /// worker has been logged as shedding.
+    shed_seen: u64,
+    shedding_since: Option<Instant>,
+    /// With a watchdog: where the ports are between poll rounds and while
+    /// chains run ([`crate::watchdog`]); `ports` is empty then.
+    slot: Option<Arc<PortSlot>>,
+    /// True for a bypass forwarder: it skips a round when the worker has the
+    /// ports, where a worker waits for them.
+    yields: bool,
 }
 
 impl<C: Chains> Worker<C> {
@@ -224,6 +275,16 @@ impl<C: Chains> Worker<C> {
             keys: [FlowKey::default(); BURST],
             hashes: [0; BURST],
             bad: [None; BURST],
+            held: Burst::new(),
+            held_by: [None; BURST],
+            chained: false,
+            verdicts: [ChainVerdict::Forward; BURST],
+            budget: cfg.monitor_budget.map(MonitorBudget::new),
+            full_streak: vec![0; ports.len()],
+            shed_seen: 0,
+            shedding_since: None,
+            slot: None,
+            yields: false,
             cfg,
             ports,
             egress,
@@ -251,9 +312,76 @@ impl<C: Chains> Worker<C> {
         &self.stats
     }
 
-    /// The worker's ports (for their own counters after a run).
+    /// The worker's ports (for their own counters after a run). Empty
+    /// between poll rounds when the worker is watched (they are in its slot).
     pub fn ports(&self) -> &[Box<dyn Port>] {
         &self.ports
+    }
+
+    /// How many ports the worker polls.
+    pub fn port_count(&self) -> usize {
+        self.egress.len()
+    }
+
+    /// Puts the worker under a watchdog: its ports move into a slot shared
+    /// with a bypass forwarder built here (same ports and forwarding `fwd`,
+    /// same rules and bypass switch, [`BypassChains`] for chains: chain `c`
+    /// is fail-closed when `fail_closed[c]`; the worker's bridges, whose MAC
+    /// tables travel with the ports, and its clock). Hand the forwarder to
+    /// [`crate::watchdog::Watchdog::spawn`].
+    pub fn watched(
+        mut self,
+        fwd: impl Into<Forwarding>,
+        fail_closed: Vec<bool>,
+    ) -> Result<(Worker<C>, Forwarder), WorkerError> {
+        let ports = std::mem::take(&mut self.ports);
+        let cfg = WorkerConfig { monitor_budget: None, overload_bursts: None, ..self.cfg.clone() };
+        // No port or rule counters: the worker mirrors the ports' own counters, which include
+        // what the forwarder sent; rule counters stay with the worker.
+        let stats = Arc::new(WorkerStats::new(0, 0));
+        let chains = BypassChains::new(fail_closed);
+        let mut f =
+            Worker::new(cfg, ports, fwd, Arc::clone(&self.table), chains, stats)?.with_bypass(Arc::clone(&self.bypass));
+        f.tx.bridges.clear();
+        f.clock = self.clock;
+        let bridges = std::mem::take(&mut self.tx.bridges);
+        let slot = Arc::new(PortSlot::new(std::mem::take(&mut f.ports), bridges));
+        f.slot = Some(Arc::clone(&slot));
+        f.yields = true;
+        self.slot = Some(Arc::clone(&slot));
+        Ok((self, Forwarder::new(slot, f)))
+    }
+
+    /// Takes the ports out of the slot (watched workers). A worker waits for
+    /// them, its heartbeat beating (which tells the forwarder to stop); a
+    /// forwarder gives up at once when the worker has them. True when the
+    /// ports are here.
+    #[inline]
+    fn acquire(&mut self) -> bool {
+        let Some(slot) = &self.slot else { return true };
+        if slot.take(&mut self.ports, &mut self.tx.bridges) {
+            return true;
+        }
+        if self.yields {
+            return false;
+        }
+        while !slot.take(&mut self.ports, &mut self.tx.bridges) {
+            beat(slot);
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    /// Puts the ports back into the slot (watched workers); a worker's
+    /// heartbeat beats, so a forwarder engaged meanwhile leaves them alone.
+    #[inline]
+    fn release(&mut self) {
+        if let Some(slot) = &self.slot {
+            if !self.yields {
+                beat(slot);
+            }
+            slot.put(&mut self.ports, &mut self.tx.bridges);
+        }
     }
 
     /// The worker's chains (for their counters after a run).
@@ -275,10 +403,24 @@ impl<C: Chains> Worker<C> {
 
     /// One poll round over every owned port. Returns the packets received.
     pub fn poll(&mut self) -> usize {
+        self.poll_watched().unwrap_or(0)
+    }
+
+    /// One poll round; `None` when it did not run because the other side
+    /// of the worker's slot has the ports (a bypass forwarder's round).
+    pub fn poll_watched(&mut self) -> Option<usize> {
+        if let Some(slot) = &self.slot {
+            if !self.yields {
+                beat(slot);
+            }
+        }
+        if !self.acquire() {
+            return None;
+        }
         self.refresh_rules();
         let bypass = self.bypass.is_on();
         let mut total = 0;
-        for i in 0..self.ports.len() {
+        for i in 0..self.egress.len() {
             let mut burst = Burst::new();
             let n = self.ports[i].rx_burst(&mut burst);
             if n == 0 {
@@ -288,7 +430,10 @@ impl<C: Chains> Worker<C> {
             if bypass {
                 self.bypass_burst(i, &mut burst);
             } else {
-                self.process(i, &mut burst);
+                let streak = if n >= self.cfg.burst { self.full_streak[i].saturating_add(1) } else { 0 };
+                self.full_streak[i] = streak;
+                let overloaded = self.cfg.overload_bursts.is_some_and(|k| streak >= k);
+                self.process(i, &mut burst, overloaded);
             }
         }
         if total > 0 {
@@ -308,8 +453,12 @@ impl<C: Chains> Worker<C> {
             if total == 0 {
                 self.flush_ports();
             }
+            if self.iter & (HOUSEKEEPING_MASK << 4 | HOUSEKEEPING_MASK) == 0 {
+                self.log_shedding();
+            }
         }
-        total
+        self.release();
+        Some(total)
     }
 
     /// Classifies one received burst and stages the originals for transmission.
@@ -317,8 +466,9 @@ impl<C: Chains> Worker<C> {
     /// Three passes over the burst: parse every packet's key, hash the keys
     /// and prefetch their flow-cache slots, then decide each packet's fate.
     /// Splitting the passes lets the cache misses of the whole burst overlap.
+    /// With `overloaded`, the port has a backlog: chain work is shed.
     #[inline]
-    fn process(&mut self, i: usize, burst: &mut Burst) {
+    fn process(&mut self, i: usize, burst: &mut Burst, overloaded: bool) {
         let st = &*self.stats;
         st.rx.add(burst.len() as u64);
         for (j, pkt) in burst.iter().enumerate() {
@@ -339,7 +489,6 @@ impl<C: Chains> Worker<C> {
         let now = self.burst_time(egress);
         let mut unmatched = 0u64;
         let mut matched = 0u64;
-        let mut now_ns = 0u64;
         for (j, pkt) in burst.drain(..).enumerate() {
             if let Some(reason) = self.bad[j] {
                 st.malformed[reason as usize].add(1);
@@ -357,7 +506,14 @@ impl<C: Chains> Worker<C> {
             let Some((rule, action)) = rule.and_then(|r| self.rules.rules().get(r as usize).map(|x| (r, x.action)))
             else {
                 unmatched += 1;
-                self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
+                if self.chained {
+                    // Behind a packet waiting for its chain: wait too, to keep the order.
+                    self.held_by[self.held.len()] = None;
+                    // Cannot fail: `held` has room for a whole burst.
+                    let _ = self.held.try_push(pkt);
+                } else {
+                    self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
+                }
                 continue;
             };
             matched += 1;
@@ -371,18 +527,80 @@ impl<C: Chains> Worker<C> {
             match action {
                 Action::Drop => st.drops[DropReason::RuleDrop as usize].add(1),
                 Action::Chain(chain) => {
-                    if now_ns == 0 {
-                        now_ns = wall_clock_ns();
-                    }
-                    match self.chains.run(chain, slot, &pkt, &self.keys[j], now_ns) {
-                        ChainVerdict::Forward => self.tx.forward(&mut self.ports, egress, i, pkt, st, now),
-                        ChainVerdict::Drop => st.drops[DropReason::ChainClosed as usize].add(1),
-                    }
+                    self.held_by[self.held.len()] = Some((chain, slot, j));
+                    self.chained = true;
+                    let _ = self.held.try_push(pkt);
                 }
             }
         }
         st.unmatched.add(unmatched);
         st.matched.add(matched);
+        if self.chained {
+            self.chained = false;
+            // Chains are where a stall is likeliest: a watched worker's ports wait in the slot
+            // meanwhile, where its bypass forwarder can take them. (The forwarder's own chains
+            // only say forward or drop: it keeps the ports for the whole round.)
+            let hand_over = !self.yields;
+            if hand_over {
+                self.release();
+            }
+            self.run_chains(overloaded);
+            if hand_over {
+                self.acquire();
+            }
+            self.stage_held(i, egress, now);
+        }
+    }
+
+    /// Runs the held packets' chains as one timed block, or sheds them
+    /// (budget spent, port overloaded); fills `verdicts`.
+    #[inline]
+    fn run_chains(&mut self, overloaded: bool) {
+        let st = &*self.stats;
+        let t0 = Instant::now();
+        let admitted = match &mut self.budget {
+            Some(b) => b.admit(t0),
+            None => true,
+        };
+        let shed = if overloaded {
+            Some(&st.shed_overload)
+        } else if !admitted {
+            Some(&st.shed_monitor_budget)
+        } else {
+            None
+        };
+        let now_ns = wall_clock_ns();
+        for (k, pkt) in self.held.iter().enumerate() {
+            let Some((chain, rule, j)) = self.held_by[k] else {
+                self.verdicts[k] = ChainVerdict::Forward;
+                continue;
+            };
+            self.verdicts[k] = match shed {
+                Some(counter) if self.chains.sheddable(chain) => {
+                    counter.add(1);
+                    ChainVerdict::Forward
+                }
+                _ => self.chains.run(chain, rule, pkt, &self.keys[j], now_ns),
+            };
+        }
+        let spent = t0.elapsed();
+        st.monitor_ns.add(spent.as_nanos() as u64);
+        if let Some(b) = &mut self.budget {
+            b.charge(spent);
+        }
+    }
+
+    /// Stages the held originals (unmatched, or let through by their chain), in order.
+    #[inline]
+    fn stage_held(&mut self, i: usize, egress: Egress, now: u64) {
+        let st = &*self.stats;
+        for (k, pkt) in self.held.drain(..).enumerate() {
+            if self.held_by[k].is_some() && self.verdicts[k] == ChainVerdict::Drop {
+                st.drops[DropReason::ChainClosed as usize].add(1);
+            } else {
+                self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
+            }
+        }
     }
 
     /// The time bridges learn with for a burst bound to `egress`; links need
@@ -413,6 +631,30 @@ impl<C: Chains> Worker<C> {
     #[inline]
     fn transmit(&mut self, i: usize) {
         transmit(&mut self.tx.out[i], &mut *self.ports[i], &self.stats);
+    }
+
+    /// Logs when the worker starts shedding chain work and, a second or more
+    /// later, when it has stopped: transitions only, so the log never floods.
+    fn log_shedding(&mut self) {
+        let st = &self.stats;
+        let shed = st.shed_monitor_budget.get() + st.shed_overload.get();
+        let grew = shed > self.shed_seen;
+        self.shed_seen = shed;
+        match self.shedding_since {
+            None if grew => {
+                let budget = self.cfg.monitor_budget.map_or("none".into(), |b| format!("{:.0}%", b * 100.0));
+                log::warn!(
+                    "worker {}: shedding chain work (monitoring budget {budget} spent, or a receive backlog): matched packets are forwarded unmonitored, counted as shed",
+                    self.cfg.id
+                );
+                self.shedding_since = Some(Instant::now());
+            }
+            Some(t) if !grew && t.elapsed() >= std::time::Duration::from_secs(1) => {
+                log::info!("worker {}: chains run on every matched packet again ({shed} shed so far)", self.cfg.id);
+                self.shedding_since = None;
+            }
+            _ => {}
+        }
     }
 
     /// Copies each port's own counters and link state, and the flow cache's
@@ -466,7 +708,8 @@ impl<C: Chains> Worker<C> {
     pub fn run_to_end(&mut self, stop: &AtomicBool) {
         loop {
             let n = self.poll();
-            if stop.load(Ordering::Relaxed) || (n == 0 && self.ports.iter().all(|p| p.rx_exhausted())) {
+            let exhausted = self.slot.is_none() && self.ports.iter().all(|p| p.rx_exhausted());
+            if stop.load(Ordering::Relaxed) || (n == 0 && exhausted) {
                 break;
             }
         }
@@ -475,6 +718,7 @@ impl<C: Chains> Worker<C> {
 
     /// Sends what is staged and flushes the ports.
     pub fn finish(&mut self) {
+        self.acquire();
         for i in 0..self.tx.out.len() {
             if !self.tx.out[i].is_empty() {
                 self.transmit(i);
@@ -483,6 +727,7 @@ impl<C: Chains> Worker<C> {
         self.chains.end_burst();
         self.flush_ports();
         self.mirror_port_stats();
+        self.release();
     }
 
     /// The generation of the rule set this worker runs.
@@ -571,6 +816,12 @@ fn transmit(out: &mut Burst, port: &mut dyn Port, st: &WorkerStats) {
     if sent < n {
         st.drops[DropReason::TxFull as usize].add((n - sent) as u64);
     }
+}
+
+/// Moves a watched worker's heartbeat on (only the worker writes it).
+#[inline]
+fn beat(slot: &PortSlot) {
+    slot.heartbeat.store(slot.heartbeat.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 /// Nanoseconds since the Unix epoch (vDSO clock read: once per burst at most).

@@ -12,6 +12,8 @@ pub mod dedup;
 pub mod filter;
 pub mod sample;
 pub mod slice;
+#[cfg(feature = "chaos")]
+pub mod stall;
 pub mod strip;
 
 use dataplane::classifier::{ChainId, Match, RuleId};
@@ -162,6 +164,14 @@ pub enum StageSpec {
         /// Copied bits per second (whole chain).
         bps: Option<u64>,
     },
+    /// Stall the worker once (test builds only, feature `chaos`).
+    #[cfg(feature = "chaos")]
+    Stall {
+        /// The stage's N-th packet (in each worker) stalls it.
+        after: u64,
+        /// Milliseconds.
+        ms: u64,
+    },
     /// Copy to sinks, by index in the sink table. Always the last stage.
     Copy {
         /// Sink indices.
@@ -179,6 +189,8 @@ impl StageSpec {
             StageSpec::Dedup { .. } => "dedup",
             StageSpec::Strip { .. } => "strip",
             StageSpec::Budget { .. } => "budget",
+            #[cfg(feature = "chaos")]
+            StageSpec::Stall { .. } => "stall",
             StageSpec::Copy { .. } => "copy",
         }
     }

@@ -31,7 +31,7 @@
 //! * `qdisc_bypass` (default on) — `PACKET_QDISC_BYPASS`: transmit straight
 //!   to the driver, as a NIC queue would, without the qdisc layer;
 //! * `block_size`, `block_count`, `frame_size` — receive ring geometry
-//!   (defaults 1 MiB x 16, 2 KiB). TPACKET_V3 packs frames by their size,
+//!   (defaults 128 KiB x 128, 2 KiB). TPACKET_V3 packs frames by their size,
 //!   so `frame_size` is not a slot but this port's receive MTU: a frame
 //!   longer than `frame_size - 96` (the ring's header room), longer than a
 //!   pool buffer, or cut short by the kernel (`tp_snaplen < tp_len`) is
@@ -50,7 +50,10 @@
 //!   bump in the wire cannot loop: a port sees only what the VM sends;
 //! * latency: the kernel hands a block over when it is full or after 1 ms
 //!   (`tp_retire_blk_tov`, whose unit is the millisecond), so at low packet
-//!   rates receive adds up to 1 ms; at high rates blocks fill sooner;
+//!   rates receive adds up to 1 ms; at high rates blocks fill sooner. At
+//!   low rates a block holds as little as one frame, so the ring buffers
+//!   `block_count` ms of a stalled poller's traffic: 128 blocks cover the
+//!   worker watchdog's default 100 ms detection time (16 MiB either way);
 //! * an empty pool stops the burst and leaves the frame in the ring:
 //!   back-pressure, then the kernel's ring-full drops, never a lost buffer;
 //! * link down: receive sees nothing and transmit errors are counted, the
@@ -111,8 +114,8 @@ impl AfPacketConfig {
             fanout_group: None,
             promiscuous: true,
             qdisc_bypass: true,
-            block_size: 1 << 20,
-            block_count: 16,
+            block_size: 128 << 10,
+            block_count: 128,
             frame_size: 2048,
         }
     }
