@@ -158,6 +158,8 @@ pub struct Plan {
     pub sink_queue: usize,
     /// Interval of the running rate summary; `None` when off.
     pub stats_interval: Option<Duration>,
+    /// The process guard's heartbeat and bypass settings (`guard:`).
+    pub guard: Option<crate::guard::GuardSettings>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -566,6 +568,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
         },
         sink_queue: dp.sink_queue.value as usize,
         stats_interval: (dp.stats_interval.value > 0.0).then(|| Duration::from_secs_f64(dp.stats_interval.value)),
+        guard: crate::guard::settings(cfg, file)?,
     })
 }
 

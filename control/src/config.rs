@@ -83,6 +83,38 @@ pub struct Config {
     /// Steering rules.
     #[serde(default, deserialize_with = "seq_or_null")]
     pub rules: Vec<RuleCfg>,
+    /// `flowsteer guard`: heartbeat and kernel bypass (see `crate::guard`).
+    pub guard: Option<GuardCfg>,
+}
+
+/// `guard:` — the process bypass. The dataplane heartbeats `flowsteer guard`
+/// over a Unix socket; when it dies or hangs the guard joins each link's and
+/// bridge's Linux interfaces in the kernel until it is back.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardCfg {
+    /// The Unix socket the guard listens on and the dataplane connects to.
+    pub heartbeat: Spanned<PathBuf>,
+    /// Milliseconds between the dataplane's heartbeats (default 5).
+    pub heartbeat_ms: Option<Spanned<u32>>,
+    /// Milliseconds without a heartbeat after which the dataplane counts as
+    /// hung (default 30; at least twice `heartbeat_ms` and 4).
+    pub timeout_ms: Option<Spanned<u32>>,
+    /// `bypass` (default): forward in the kernel while the dataplane is down;
+    /// `hold`: do nothing (traffic stops: fail-closed), but log and count.
+    #[serde(default)]
+    pub on_failure: GuardFailureCfg,
+}
+
+/// What the guard does when the dataplane dies or hangs.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardFailureCfg {
+    /// Install the kernel bypass (fail-open).
+    #[default]
+    Bypass,
+    /// Leave the interfaces alone: traffic stops (fail-closed).
+    Hold,
 }
 
 /// A list that may also be written as an empty key (`rules:` with every

@@ -4,5 +4,7 @@
 
 pub mod compile;
 pub mod config;
+pub mod guard;
+pub mod heartbeat;
 pub mod report;
 pub mod runtime;

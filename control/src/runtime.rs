@@ -19,6 +19,7 @@ use chains::sink::{Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainStats};
 use dataplane::bypass::Bypass;
+use dataplane::handover::Handover;
 use dataplane::packet::{Pool, PortId};
 use dataplane::port::af_packet::{AfPacketConfig, AfPacketPort};
 use dataplane::port::pcap::PcapPort;
@@ -94,6 +95,8 @@ pub struct Shared {
     pub tool_ports: Vec<(PortId, Arc<PortCounters>)>,
     /// The bypass switch every worker obeys.
     pub bypass: Arc<Bypass>,
+    /// The hand-over window of the guard's kernel bypass (see [`crate::heartbeat`]).
+    pub handover: Arc<Handover>,
 }
 
 impl Shared {
@@ -305,6 +308,12 @@ fn start(
     let copy_pool = Pool::new(plan.copy_buffers, MAX_FRAME);
     let table = RuleTable::new(Arc::clone(&plan.rules));
     let bypass = Arc::new(Bypass::new());
+    // With a guard configured, nothing is forwarded until the heartbeat knows whether a bypass is in place.
+    let handover = Arc::new(Handover::new());
+    if plan.guard.is_some() {
+        handover.close();
+    }
+    let guarded = crate::guard::guarded_ports(plan);
     let mut workers = Vec::new();
     let mut worker_stats = Vec::new();
     let mut chain_stats = Vec::new();
@@ -326,7 +335,8 @@ fn start(
         let cfg = WorkerConfig { id: i, ..plan.worker.clone() };
         let w = Worker::new(cfg, mine, &plan.forwarding, Arc::clone(&table), chains, Arc::clone(&stats))
             .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?
-            .with_bypass(Arc::clone(&bypass));
+            .with_bypass(Arc::clone(&bypass))
+            .with_handover(Arc::clone(&handover), &guarded);
         worker_stats.push(stats);
         workers.push(w);
     }
@@ -341,6 +351,7 @@ fn start(
         copy_pool,
         tool_ports,
         bypass,
+        handover,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads };
@@ -404,6 +415,21 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
         }
     }
     let (running, _) = start(plan, ports, extra, true, false)?;
+    let heartbeat = match &plan.guard {
+        Some(g) => {
+            let mut hb = crate::heartbeat::Heartbeat::connect(g, Arc::clone(&running.shared.handover));
+            let free = core_affinity::get_core_ids()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.id)
+                .find(|c| !plan.workers.iter().any(|w| w.core == Some(*c)));
+            if let Err(e) = hb.start(free) {
+                log::error!("guard: cannot start the heartbeat thread: {e}; the guard will bypass");
+            }
+            Some(hb)
+        }
+        None => None,
+    };
     let mut last = running.shared.snapshot();
     let mut last_t = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -411,6 +437,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
         if let Some(i) = running.threads.iter().position(|h| h.is_finished()) {
             // A worker only returns when told to stop: this one died and its ports stopped forwarding.
             // Exit with an error so the service manager (and the guard's bypass) can take over.
+            drop(heartbeat);
             let snap = running.stop();
             print!("{}", snap.report());
             return Err(RuntimeError::Worker {
@@ -427,6 +454,8 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
             }
         }
     }
+    // The guard's bypass takes over before the workers stop.
+    drop(heartbeat);
     Ok(running.stop())
 }
 

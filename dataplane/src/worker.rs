@@ -17,6 +17,7 @@ use crate::cache::FlowCache;
 use crate::classifier::{Action, ChainId, RuleId, RuleSet};
 use crate::flow::FlowKey;
 use crate::forward::{Bridge, Decision, Forwarding, PortRole};
+use crate::handover::{Handover, Window};
 use crate::packet::{Packet, Pool, PortId};
 use crate::parser::{parse, Malformed};
 use crate::port::{Burst, Port};
@@ -147,6 +148,10 @@ pub struct Worker<C: Chains> {
     stats: Arc<WorkerStats>,
     /// When on, every packet is forwarded without classification or chains.
     bypass: Arc<Bypass>,
+    /// The window in which guarded ports' frames are forwarded (see [`Handover`]).
+    handover: Arc<Handover>,
+    /// Per local port: whether the guard's kernel bypass covers it.
+    guarded: Vec<bool>,
     iter: u64,
     /// Per-burst scratch, parallel to the burst: parsed keys, their hashes,
     /// parse failures. Owned by the worker so no burst allocates or clears them.
@@ -211,6 +216,7 @@ impl<C: Chains> Worker<C> {
             egress.push(e);
         }
         let tx = Staging { out: ports.iter().map(|_| Burst::new()).collect(), bridges };
+        let n_ports = ports.len();
         let published = table.load();
         let (generation, rules) = (published.generation, Arc::clone(&published.rules));
         stats.generation.set(generation);
@@ -234,6 +240,8 @@ impl<C: Chains> Worker<C> {
             chains,
             stats,
             bypass: Arc::new(Bypass::new()),
+            handover: Arc::new(Handover::new()),
+            guarded: vec![false; n_ports],
             iter: 0,
         })
     }
@@ -242,6 +250,14 @@ impl<C: Chains> Worker<C> {
     /// control) instead of a switch of its own that nobody can turn on.
     pub fn with_bypass(mut self, bypass: Arc<Bypass>) -> Worker<C> {
         self.bypass = bypass;
+        self
+    }
+
+    /// Makes the worker hold back the frames of the `guarded` ports that
+    /// fall outside `handover`'s window (the guard's kernel bypass has them).
+    pub fn with_handover(mut self, handover: Arc<Handover>, guarded: &[PortId]) -> Worker<C> {
+        self.handover = handover;
+        self.guarded = self.ports.iter().map(|p| guarded.contains(&p.id())).collect();
         self
     }
 
@@ -284,6 +300,12 @@ impl<C: Chains> Worker<C> {
                 continue;
             }
             total += n;
+            if self.guarded[i] {
+                let window = self.handover.window();
+                if !window.is_open() && self.hold_back(&mut burst, window) {
+                    continue;
+                }
+            }
             if bypass {
                 self.bypass_burst(i, &mut burst);
             } else {
@@ -389,6 +411,20 @@ impl<C: Chains> Worker<C> {
             Egress::Bridge(_) => self.clock.elapsed().as_nanos() as u64,
             Egress::None | Egress::Link(_) => 0,
         }
+    }
+
+    /// Discards the frames of a burst received outside the hand-over window
+    /// (counted as `standby`). Returns whether nothing is left.
+    #[cold]
+    fn hold_back(&mut self, burst: &mut Burst, window: Window) -> bool {
+        let before = burst.len();
+        burst.retain(|p| window.admits(p.meta.ts_ns));
+        let held = (before - burst.len()) as u64;
+        if held > 0 {
+            self.stats.rx.add(held);
+            self.stats.drops[DropReason::Standby as usize].add(held);
+        }
+        burst.is_empty()
     }
 
     /// Stages a received burst for transmission as if no rule matched any of
