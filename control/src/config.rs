@@ -95,10 +95,12 @@ pub struct Config {
 pub struct GuardCfg {
     /// The Unix socket the guard listens on and the dataplane connects to.
     pub heartbeat: Spanned<PathBuf>,
-    /// Milliseconds between the dataplane's heartbeats (default 5).
+    /// Milliseconds between the dataplane's heartbeats (default 2).
     pub heartbeat_ms: Option<Spanned<u32>>,
     /// Milliseconds without a heartbeat after which the dataplane counts as
-    /// hung (default 30; at least twice `heartbeat_ms` and 4).
+    /// hung (default 10; at least twice `heartbeat_ms` and 4). It also bounds
+    /// the detection of a death: the kernel closes a killed dataplane's socket
+    /// only after releasing its packet sockets (an RCU grace period each).
     pub timeout_ms: Option<Spanned<u32>>,
     /// `bypass` (default): forward in the kernel while the dataplane is down;
     /// `hold`: do nothing (traffic stops: fail-closed), but log and count.

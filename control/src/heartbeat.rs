@@ -6,12 +6,13 @@
 //!
 //! * dataplane -> guard, every `heartbeat_ms`: `Heartbeat { sent_ns }`, the
 //!   wall-clock time it was sent;
-//! * guard -> dataplane: `Ack { sent_ns }` echoing it, sent only while no
-//!   bypass is installed. An ack is a lease: the guard installs no bypass
-//!   until `timeout_ms` after it received that heartbeat, so the dataplane
-//!   may forward every frame received before `sent_ns + lease`
-//!   ([`GuardSettings::lease`], `timeout_ms - 1`). See
-//!   [`dataplane::handover`] for how workers apply it.
+//! * guard -> dataplane: `Ack { sent_ns, clear_ns }` echoing it, sent only
+//!   while no bypass is installed; `clear_ns` is when the kernel confirmed
+//!   the guard's last removal of its bypass. An ack is a lease: the guard
+//!   installs no bypass until `timeout_ms` after it received that heartbeat,
+//!   so the dataplane may forward every frame received in
+//!   `[clear_ns, sent_ns + lease)` ([`GuardSettings::lease`],
+//!   `timeout_ms - 1`). See [`dataplane::handover`] for how workers apply it.
 //!
 //! The guard needs no message to know the dataplane died: the kernel closes
 //! the socket of a dead process, and the guard reads EOF at once. A hang
@@ -21,7 +22,7 @@
 //! * **start**: connect before the ports open. Connected: the window starts
 //!   closed (a bypass may be carrying the traffic) and the first heartbeat
 //!   is sent once the workers poll; the guard removes its bypass, then
-//!   acks, and the window opens from that moment. Not connected: forward
+//!   acks, and the window opens from the moment of the removal. Not connected: forward
 //!   unguarded and retry every `heartbeat_ms`.
 //! * **guard lost** (EOF): open the window (nobody can bypass now) and retry.
 //! * **guard found again**: the new guard waits `timeout_ms` for a
@@ -44,7 +45,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Bytes in a [`Frame`].
-pub const FRAME_LEN: usize = 16;
+pub const FRAME_LEN: usize = 24;
 const MAGIC: [u8; 4] = *b"FSG1";
 
 /// One message on the guard channel.
@@ -59,21 +60,25 @@ pub enum Frame {
     Ack {
         /// The acknowledged heartbeat's send time.
         sent_ns: u64,
+        /// Since when no bypass has been installed (CLOCK_REALTIME).
+        clear_ns: u64,
     },
 }
 
 impl Frame {
     /// The frame on the wire: magic `FSG1`, kind (`H` or `A`), three zero
-    /// bytes, the time as little-endian u64.
+    /// bytes, then two little-endian u64: the heartbeat's send time and (in
+    /// an ack) the time since which no bypass is installed, else 0.
     pub fn encode(self) -> [u8; FRAME_LEN] {
-        let (kind, t) = match self {
-            Frame::Heartbeat { sent_ns } => (b'H', sent_ns),
-            Frame::Ack { sent_ns } => (b'A', sent_ns),
+        let (kind, t, c) = match self {
+            Frame::Heartbeat { sent_ns } => (b'H', sent_ns, 0),
+            Frame::Ack { sent_ns, clear_ns } => (b'A', sent_ns, clear_ns),
         };
         let mut b = [0u8; FRAME_LEN];
         b[..4].copy_from_slice(&MAGIC);
         b[4] = kind;
-        b[8..].copy_from_slice(&t.to_le_bytes());
+        b[8..16].copy_from_slice(&t.to_le_bytes());
+        b[16..].copy_from_slice(&c.to_le_bytes());
         b
     }
 
@@ -82,10 +87,11 @@ impl Frame {
         if b[..4] != MAGIC || b[5..8] != [0, 0, 0] {
             return None;
         }
-        let t = u64::from_le_bytes(b[8..].try_into().ok()?);
+        let t = u64::from_le_bytes(b[8..16].try_into().ok()?);
+        let c = u64::from_le_bytes(b[16..].try_into().ok()?);
         match b[4] {
-            b'H' => Some(Frame::Heartbeat { sent_ns: t }),
-            b'A' => Some(Frame::Ack { sent_ns: t }),
+            b'H' if c == 0 => Some(Frame::Heartbeat { sent_ns: t }),
+            b'A' => Some(Frame::Ack { sent_ns: t, clear_ns: c }),
             _ => None,
         }
     }
@@ -119,25 +125,24 @@ impl FrameReader {
 /// open, then a thread once the workers run.
 pub struct Heartbeat {
     settings: GuardSettings,
-    handover: Arc<Handover>,
+    handover: Option<Arc<Handover>>,
     stream: Option<UnixStream>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Heartbeat {
-    /// Tries to reach the guard once (after the ports opened, before the
-    /// workers forward anything). Connected: `handover`'s window is closed
-    /// until the guard hands back. Not: it is opened (forward unguarded).
-    pub fn connect(settings: &GuardSettings, handover: Arc<Handover>) -> Heartbeat {
+    /// Tries to reach the guard once, before the ports open: the socket then
+    /// has a lower descriptor than the packet sockets, and a dying process
+    /// closes it first (closing a packet socket waits for an RCU grace
+    /// period, milliseconds each), so the guard hears of the death sooner.
+    pub fn connect(settings: &GuardSettings) -> Heartbeat {
         let stream = match UnixStream::connect(&settings.socket) {
             Ok(s) => {
-                handover.close();
                 log::info!("guard: connected at {}; forwarding once it hands back", settings.socket.display());
                 Some(s)
             }
             Err(e) => {
-                handover.open();
                 log::warn!(
                     "guard: none at {} ({e}): forwarding unguarded, retrying every {} ms",
                     settings.socket.display(),
@@ -146,16 +151,26 @@ impl Heartbeat {
                 None
             }
         };
-        Heartbeat { settings: settings.clone(), handover, stream, stop: Arc::new(AtomicBool::new(false)), thread: None }
+        Heartbeat {
+            settings: settings.clone(),
+            handover: None,
+            stream,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        }
     }
 
-    /// Starts heartbeating (call once the workers poll), on `core` if given.
-    pub fn start(&mut self, core: Option<usize>) -> io::Result<()> {
-        let mut link = Link {
-            settings: self.settings.clone(),
-            handover: Arc::clone(&self.handover),
-            conn: self.stream.take().map(Conn::new).transpose()?,
-        };
+    /// Starts heartbeating once the workers poll (their window closed until
+    /// now), on `core` if given. Connected: the window stays closed until the
+    /// guard hands back. Not connected: it opens (forward unguarded).
+    pub fn start(&mut self, handover: Arc<Handover>, core: Option<usize>) -> io::Result<()> {
+        if self.stream.is_some() {
+            handover.close();
+        } else {
+            handover.open();
+        }
+        self.handover = Some(Arc::clone(&handover));
+        let mut link = Link { settings: self.settings.clone(), handover, conn: self.stream.take().map(Conn::new) };
         let stop = Arc::clone(&self.stop);
         let h = std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
             if let Some(c) = core {
@@ -178,7 +193,9 @@ impl Heartbeat {
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.handover.close();
+        if let Some(h) = &self.handover {
+            h.close();
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.thread.take() {
             let _ = h.join();
@@ -192,8 +209,8 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: UnixStream) -> io::Result<Conn> {
-        Ok(Conn { stream, reader: FrameReader::default() })
+    fn new(stream: UnixStream) -> Conn {
+        Conn { stream, reader: FrameReader::default() }
     }
 }
 
@@ -235,9 +252,9 @@ impl Link {
             }
             match conn.reader.read_from(&mut conn.stream) {
                 Ok(Some(b)) => match Frame::decode(&b) {
-                    Some(Frame::Ack { sent_ns }) => self
-                        .handover
-                        .grant(sent_ns.saturating_add(self.settings.lease().as_nanos() as u64), wall_clock_ns()),
+                    Some(Frame::Ack { sent_ns, clear_ns }) => {
+                        self.handover.grant(sent_ns.saturating_add(self.settings.lease().as_nanos() as u64), clear_ns)
+                    }
                     _ => {
                         let e = io::Error::new(io::ErrorKind::InvalidData, "not a guard acknowledgement");
                         self.lost(&e);
@@ -262,14 +279,9 @@ impl Link {
         if let Ok(s) = UnixStream::connect(&self.settings.socket) {
             // A new guard bypasses nothing until `timeout` after it accepted us: an implied lease.
             let now = wall_clock_ns();
-            self.handover.grant(now.saturating_add(self.settings.lease().as_nanos() as u64), now);
-            match Conn::new(s) {
-                Ok(c) => {
-                    log::info!("guard: connected at {}", self.settings.socket.display());
-                    self.conn = Some(c);
-                }
-                Err(e) => self.lost(&e),
-            }
+            self.handover.grant(now.saturating_add(self.settings.lease().as_nanos() as u64), 0);
+            log::info!("guard: connected at {}", self.settings.socket.display());
+            self.conn = Some(Conn::new(s));
         }
     }
 }
@@ -280,13 +292,13 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_garbage_is_refused() {
-        for f in [Frame::Heartbeat { sent_ns: 1_700_000_000_123_456_789 }, Frame::Ack { sent_ns: 7 }] {
+        for f in [Frame::Heartbeat { sent_ns: 1_700_000_000_123_456_789 }, Frame::Ack { sent_ns: 7, clear_ns: 3 }] {
             assert_eq!(Frame::decode(&f.encode()), Some(f));
         }
-        let mut b = Frame::Ack { sent_ns: 7 }.encode();
+        let mut b = Frame::Ack { sent_ns: 7, clear_ns: 3 }.encode();
         b[4] = b'X';
         assert_eq!(Frame::decode(&b), None);
-        let mut b = Frame::Ack { sent_ns: 7 }.encode();
+        let mut b = Frame::Ack { sent_ns: 7, clear_ns: 3 }.encode();
         b[0] = b'G';
         assert_eq!(Frame::decode(&b), None);
     }

@@ -403,6 +403,7 @@ impl Running {
 /// Runs the dataplane until `stop` is set (SIGINT/SIGTERM), printing a rate
 /// summary every `plan.stats_interval`. Returns the final counters.
 pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
+    let mut heartbeat = plan.guard.as_ref().map(crate::heartbeat::Heartbeat::connect);
     let mut ports = Vec::new();
     let mut extra = Vec::new();
     for (i, p) in plan.ports.iter().enumerate() {
@@ -415,21 +416,16 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Snapshot, RuntimeError> {
         }
     }
     let (running, _) = start(plan, ports, extra, true, false)?;
-    let heartbeat = match &plan.guard {
-        Some(g) => {
-            let mut hb = crate::heartbeat::Heartbeat::connect(g, Arc::clone(&running.shared.handover));
-            let free = core_affinity::get_core_ids()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| c.id)
-                .find(|c| !plan.workers.iter().any(|w| w.core == Some(*c)));
-            if let Err(e) = hb.start(free) {
-                log::error!("guard: cannot start the heartbeat thread: {e}; the guard will bypass");
-            }
-            Some(hb)
+    if let Some(hb) = &mut heartbeat {
+        let free = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .find(|c| !plan.workers.iter().any(|w| w.core == Some(*c)));
+        if let Err(e) = hb.start(Arc::clone(&running.shared.handover), free) {
+            log::error!("guard: cannot start the heartbeat thread: {e}; the guard will bypass");
         }
-        None => None,
-    };
+    }
     let mut last = running.shared.snapshot();
     let mut last_t = Instant::now();
     while !stop.load(Ordering::Relaxed) {

@@ -20,19 +20,23 @@
 //!   received before `until` reached tc ingress (right after the ring, in
 //!   the same softirq) before any bypass existed. After a SIGSTOP longer
 //!   than the lease, the stale contents of the rings lie past `until`.
-//! * `from` is the **hand-back**: when the guard acknowledges a heartbeat
-//!   after the lease ran out, it has first removed its bypass (and the
-//!   kernel acknowledged that); every frame received after that moment is
-//!   the dataplane's alone, every frame before it may have been bypassed.
+//! * `from` is the **hand-back**: every acknowledgement also says since when
+//!   the guard has had no bypass installed (the wall-clock time at which the
+//!   kernel confirmed its last removal). Every frame received after that
+//!   moment is the dataplane's alone; one before it may have been bypassed.
 //! * With no guard connected the window is open (`until` = never): nothing
 //!   can bypass, nothing is held back.
 //!
-//! A frame in `[removal, from)` (the time the acknowledgement takes, tens
-//! of microseconds) is lost; none is delivered twice. The timestamps and
+//! A frame that reaches tc ingress while the kernel is still acknowledging
+//! the removal (microseconds) is lost; none is delivered twice. The timestamps and
 //! the heartbeat's clock are both CLOCK_REALTIME: a step of the wall clock
 //! (not a slew) during a hand-over can misplace the window by the step.
 //!
-//! Workers read the two words once per received burst of a guarded port;
+//! While the lease has run out (`now >= until`), workers do not poll guarded
+//! ports at all: frames that arrive between the guard's removal of its
+//! bypass and the acknowledgement reaching the dataplane wait in the ring
+//! instead of being judged by the stale window, so the hand-back loses
+//! nothing. Workers read the two words and the clock once per poll round;
 //! ports the kernel cannot bypass (capture files, DPDK ports) ignore it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,13 +73,13 @@ impl Handover {
         self.until.store(0, Ordering::Release);
     }
 
-    /// Extends the lease to `until_ns`. When the lease had already run out at
-    /// `now_ns` (a bypass may have been installed and removed since), frames
-    /// received before `now_ns` are held back for good.
-    pub fn grant(&self, until_ns: u64, now_ns: u64) {
-        if self.until.load(Ordering::Acquire) <= now_ns {
+    /// Extends the lease to `until_ns`; the guard has had no bypass installed
+    /// since `clear_ns`, so frames received before it are held back for good.
+    /// Called by one thread only (the heartbeat).
+    pub fn grant(&self, until_ns: u64, clear_ns: u64) {
+        if clear_ns > self.from.load(Ordering::Acquire) {
             // `from` first: a worker that sees the new `until` sees the new `from` too.
-            self.from.store(now_ns, Ordering::Release);
+            self.from.store(clear_ns, Ordering::Release);
         }
         self.until.store(until_ns, Ordering::Release);
     }
@@ -97,6 +101,17 @@ pub struct Window {
 }
 
 impl Window {
+    /// The window of a worker without guarded ports.
+    pub const OPEN: Window = Window { from: 0, until: OPEN };
+
+    /// Whether the lease has run out at `now_ns`: the guard may have
+    /// installed its bypass, so guarded ports wait for the hand-back (their
+    /// frames stay in the ring, to be judged by the next window).
+    #[inline]
+    pub fn lapsed(self, now_ns: u64) -> bool {
+        now_ns >= self.until
+    }
+
     /// Whether every frame is forwarded (no guard connected).
     #[inline]
     pub fn is_open(self) -> bool {
@@ -137,27 +152,38 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_renewed_in_time_keeps_what_came_before() {
+    fn a_lease_renewed_without_a_bypass_keeps_what_came_before() {
         let h = Handover::new();
         h.close();
         h.grant(2_000, 1_000);
-        h.grant(3_000, 1_500);
+        h.grant(3_000, 1_000);
         let w = h.window();
-        assert!(w.admits(1_200), "the lease never ran out: nothing before it is held back");
+        assert!(w.admits(1_200), "no bypass since 1_000: nothing after it is held back");
         assert!(w.admits(2_500));
     }
 
     #[test]
-    fn a_lease_that_ran_out_moves_the_start_of_the_window() {
+    fn a_bypass_removed_later_moves_the_start_of_the_window() {
         let h = Handover::new();
         h.close();
         h.grant(2_000, 1_000);
-        // Stopped past the lease; the guard bypassed, then handed back at 5_000.
+        // Stopped past the lease; the guard bypassed, then removed it at 5_000.
         h.grant(9_000, 5_000);
         let w = h.window();
         assert!(!w.admits(1_500), "stale frame from before the stop");
         assert!(!w.admits(4_000), "frame the bypass delivered");
         assert!(w.admits(5_000));
+    }
+
+    #[test]
+    fn a_lease_lapses_at_until() {
+        let h = Handover::new();
+        assert!(!h.window().lapsed(u64::MAX - 1), "no guard: never");
+        h.close();
+        assert!(h.window().lapsed(0), "connected, nothing granted yet");
+        h.grant(2_000, 1_000);
+        assert!(!h.window().lapsed(1_999));
+        assert!(h.window().lapsed(2_000));
     }
 
     #[test]

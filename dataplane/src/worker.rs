@@ -152,6 +152,7 @@ pub struct Worker<C: Chains> {
     handover: Arc<Handover>,
     /// Per local port: whether the guard's kernel bypass covers it.
     guarded: Vec<bool>,
+    any_guarded: bool,
     iter: u64,
     /// Per-burst scratch, parallel to the burst: parsed keys, their hashes,
     /// parse failures. Owned by the worker so no burst allocates or clears them.
@@ -242,6 +243,7 @@ impl<C: Chains> Worker<C> {
             bypass: Arc::new(Bypass::new()),
             handover: Arc::new(Handover::new()),
             guarded: vec![false; n_ports],
+            any_guarded: false,
             iter: 0,
         })
     }
@@ -253,11 +255,15 @@ impl<C: Chains> Worker<C> {
         self
     }
 
-    /// Makes the worker hold back the frames of the `guarded` ports that
-    /// fall outside `handover`'s window (the guard's kernel bypass has them).
+    /// Makes the worker obey `handover` on the `guarded` ports: while the
+    /// lease has run out they are not polled (frames wait in the ring for the
+    /// hand-back), and frames received outside the window are discarded (the
+    /// guard's kernel bypass had them). One clock read per poll round while a
+    /// guard is connected.
     pub fn with_handover(mut self, handover: Arc<Handover>, guarded: &[PortId]) -> Worker<C> {
         self.handover = handover;
         self.guarded = self.ports.iter().map(|p| guarded.contains(&p.id())).collect();
+        self.any_guarded = self.guarded.contains(&true);
         self
     }
 
@@ -292,19 +298,22 @@ impl<C: Chains> Worker<C> {
     pub fn poll(&mut self) -> usize {
         self.refresh_rules();
         let bypass = self.bypass.is_on();
+        let window = if self.any_guarded { self.handover.window() } else { Window::OPEN };
+        // Past the lease, a guarded port's frames wait in its ring until the guard hands back.
+        let lapsed = !window.is_open() && window.lapsed(wall_clock_ns());
         let mut total = 0;
         for i in 0..self.ports.len() {
+            if lapsed && self.guarded[i] {
+                continue;
+            }
             let mut burst = Burst::new();
             let n = self.ports[i].rx_burst(&mut burst);
             if n == 0 {
                 continue;
             }
             total += n;
-            if self.guarded[i] {
-                let window = self.handover.window();
-                if !window.is_open() && self.hold_back(&mut burst, window) {
-                    continue;
-                }
+            if self.guarded[i] && !window.is_open() && self.hold_back(&mut burst, window) {
+                continue;
             }
             if bypass {
                 self.bypass_burst(i, &mut burst);

@@ -60,9 +60,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Default milliseconds between heartbeats.
-pub const DEFAULT_HEARTBEAT_MS: u32 = 5;
+pub const DEFAULT_HEARTBEAT_MS: u32 = 2;
 /// Default milliseconds without a heartbeat before the dataplane counts as hung.
-pub const DEFAULT_TIMEOUT_MS: u32 = 30;
+pub const DEFAULT_TIMEOUT_MS: u32 = 10;
 /// The prefix of the Linux bridges the guard creates for bridge bypasses.
 pub const BRIDGE_PREFIX: &str = "fsg-";
 
@@ -321,7 +321,7 @@ pub fn run(plan: &Plan, signals: mpsc::Receiver<()>) -> Result<GuardCounters, Gu
         })
         .map_err(|e| GuardError::Io { what: "signal thread".into(), source: e })?;
 
-    let mut g = Guard { settings, kb, tx, counters: GuardCounters::default(), conn: None, next_id: 0 };
+    let mut g = Guard { settings, kb, tx, counters: GuardCounters::default(), conn: None, next_id: 0, clear_ns: 0 };
     let result = g.event_loop(&rx);
     let _ = std::fs::remove_file(&g.settings.socket);
     result.map(|()| g.counters)
@@ -335,6 +335,8 @@ struct Guard {
     /// The current dataplane connection: its id and its write side.
     conn: Option<(u64, UnixStream)>,
     next_id: u64,
+    /// When the kernel confirmed the last removal of the bypass (wall clock, ns).
+    clear_ns: u64,
 }
 
 impl Guard {
@@ -382,7 +384,7 @@ impl Guard {
                     if let Some((_, w)) = &mut self.conn {
                         // The write side never blocks for long: a dataplane that stops reading is hung,
                         // and the missed heartbeats will say so.
-                        let _ = w.write_all(&Frame::Ack { sent_ns }.encode());
+                        let _ = w.write_all(&Frame::Ack { sent_ns, clear_ns: self.clear_ns }.encode());
                     }
                 }
                 Event::Closed { conn, why } => {
@@ -464,6 +466,8 @@ impl Guard {
         let t = Instant::now();
         match self.kb.remove() {
             Ok(failed) => {
+                // Frames received from now on are the dataplane's alone.
+                self.clear_ns = dataplane::worker::wall_clock_ns();
                 let us = t.elapsed().as_micros() as u64;
                 for f in &failed {
                     log::error!("guard: removing the bypass: {f}");

@@ -403,7 +403,7 @@ mod tests {
         assert!(b[56..84].iter().all(|&x| x == 0), "the key matches every frame");
         // The mirred parameters end the message: STOLEN, egress redirect, to ifindex 9.
         let parms = &b[b.len() - 28..];
-        assert_eq!(u16_at(&b, b.len() - 32), TCA_MIRRED_PARMS);
+        assert_eq!((u16_at(&b, b.len() - 32), u16_at(&b, b.len() - 30)), (32, TCA_MIRRED_PARMS));
         assert_eq!(i32::from_ne_bytes(parms[8..12].try_into().unwrap()), TC_ACT_STOLEN);
         assert_eq!(i32::from_ne_bytes(parms[20..24].try_into().unwrap()), TCA_EGRESS_REDIR);
         assert_eq!(u32::from_ne_bytes(parms[24..28].try_into().unwrap()), 9);
