@@ -8,8 +8,11 @@ HOLD seconds on the bypass, restarted (after a kill) or continued (SIGCONT).
 
 Measured per trial, from what arrived in db1 (CLOCK_MONOTONIC, shared by all
 processes on the host):
-  failover  largest gap between arrivals from the fault to 1 s after it
-  failback  largest gap between arrivals from the restart/SIGCONT to the end
+  failover_ms  the longest run of lost sequence numbers around the fault, as
+               time at the sending rate (a late sender cannot fake it)
+  failback_ms  the same from the restart/SIGCONT to the end
+  *_gap_ms     the largest gap between arrivals in the same windows (includes
+               the sender's own stalls on a loaded machine)
   lost      sequence numbers that never arrived
   dup       sequence numbers that arrived more than once (must be 0)
 and from the guard's log: the time it took to install the bypass.
@@ -142,13 +145,31 @@ def analyse(path, t_fault, t_back, t_end):
             prev = t
         return g * 1e3
 
+    # Runs of missing sequence numbers, placed at the arrival of the packet
+    # before each run; a run's length / rate is an outage that a stalled
+    # sender cannot fake (it sends late, not never).
+    arrival = {}
+    for seq, t in recs:
+        arrival.setdefault(seq, t)
+    runs = []
+    prev = None
+    for seq in sorted(seqs):
+        if prev is not None and seq > prev + 1:
+            runs.append((arrival[prev], seq - prev - 1))
+        prev = seq
+
+    def loss(a, b):
+        return max([n for t, n in runs if a <= t <= b], default=0)
+
     after_back = [t for t in times if t > t_back]
     return {
         "received": len(recs),
         "dup": dup,
         "lost": lost,
-        "failover_ms": round(gap(t_fault - 0.002, t_fault + 1.0), 2),
-        "failback_ms": round(gap(t_back, t_end), 2),
+        "failover_lost": loss(t_fault - 0.05, t_back),
+        "failback_lost": loss(t_back, t_end + 1),
+        "failover_gap_ms": round(gap(t_fault - 0.002, t_back), 2),
+        "failback_gap_ms": round(gap(t_back, t_end), 2),
         "resumed": len(after_back) > 0 and after_back[-1] > t_end - 0.3,
     }
 
@@ -271,6 +292,9 @@ def main():
             rem = [int(x.group(1)) for x in mb if x]
             r["remove_us"] = rem[-1] if rem else None
             r["restart_to_handback_ms"] = round((t_handback - t_back) * 1e3, 1) if back else None
+            # Outage = the longest run of lost packets, in ms at the sending rate.
+            r["failover_ms"] = round(r["failover_lost"] * 1e3 / a.rate, 2)
+            r["failback_ms"] = round(r["failback_lost"] * 1e3 / a.rate, 2)
             r["trial"] = i
             results.append(r)
             print(json.dumps(r), flush=True)
@@ -297,6 +321,8 @@ def main():
         "rate_pps": a.rate,
         "failover_ms": stat("failover_ms"),
         "failback_ms": stat("failback_ms"),
+        "failover_gap_ms": stat("failover_gap_ms"),
+        "failback_gap_ms": stat("failback_gap_ms"),
         "install_us": stat("install_us"),
         "remove_us": stat("remove_us"),
         "restart_to_handback_ms": stat("restart_to_handback_ms"),
