@@ -533,3 +533,72 @@ pub fn remove_leftovers(plan: &Plan) -> Result<Vec<String>, GuardError> {
     kb.prepare()?;
     kb.teardown_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::config::parse_str;
+
+    const PORTS: &str = "ports:
+  - { name: a, type: af_packet, interface: veth-a }
+  - { name: b, type: af_packet, interface: veth-b }
+  - { name: c, type: pcap, rx: in.pcap }
+  - { name: d, type: pcap, tx: out.pcap }
+links:
+  - [a, b]
+  - [c, d]
+";
+
+    fn plan(guard: &str) -> Result<Plan, ConfigError> {
+        let text = format!("{PORTS}{guard}");
+        let cfg = parse_str(&text, "g.yaml")?;
+        compile(&cfg, "g.yaml")
+    }
+
+    #[test]
+    fn defaults_and_the_lease() {
+        let p = plan("guard:\n  heartbeat: /run/fs.sock\n").unwrap();
+        let g = p.guard.unwrap();
+        assert_eq!(g.heartbeat, Duration::from_millis(2));
+        assert_eq!(g.timeout, Duration::from_millis(10));
+        assert_eq!(g.on_failure, GuardFailureCfg::Bypass);
+        assert_eq!(g.lease(), Duration::from_millis(9));
+        assert!(plan("").unwrap().guard.is_none());
+    }
+
+    #[test]
+    fn bad_timings_are_located_errors() {
+        let e = plan("guard:\n  heartbeat: /s\n  heartbeat_ms: 5\n  timeout_ms: 8\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (12, "guard.timeout_ms"), "{e}");
+        assert!(e.message.contains("at least twice heartbeat_ms (5 ms)"), "{e}");
+        let e = plan("guard:\n  heartbeat: /s\n  heartbeat_ms: 0\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (11, "guard.heartbeat_ms"), "{e}");
+        let e = plan("guard:\n  heartbeat: /s\n  on_failure: sometimes\n").unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+        let e = plan("guard:\n  heartbeat: /s\n  timeout: 5\n").unwrap_err();
+        assert!(e.to_string().contains("timeout"), "{e}");
+    }
+
+    #[test]
+    fn a_bridge_name_must_leave_room_for_the_bypass_bridge() {
+        let text = "ports:
+  - { name: a, type: af_packet, interface: veth-a }
+  - { name: b, type: af_packet, interface: veth-b }
+bridges:
+  - { name: a-very-long-name, ports: [a, b] }
+guard:
+  heartbeat: /s
+";
+        let e = compile(&parse_str(text, "g.yaml").unwrap(), "g.yaml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "bridges[0].name"), "{e}");
+        assert!(e.message.contains("fsg-a-very-long-name"), "{e}");
+    }
+
+    #[test]
+    fn only_linux_interfaces_are_bypassed() {
+        let p = plan("guard:\n  heartbeat: /s\n").unwrap();
+        assert_eq!(guarded_ports(&p), vec![0, 1]);
+        assert_eq!(segments(&p), vec![Segment::Link { a: "veth-a".into(), b: "veth-b".into() }]);
+    }
+}
