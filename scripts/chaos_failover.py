@@ -161,6 +161,11 @@ def analyse(path, t_fault, t_back, t_end):
     def loss(a, b):
         return max([n for t, n in runs if a <= t <= b], default=0)
 
+    def loss_at(a, b):
+        """Where the longest run in [a, b] started, in ms after a."""
+        best = max([(n, t) for t, n in runs if a <= t <= b], default=None)
+        return round((best[1] - a) * 1e3, 1) if best else None
+
     after_back = [t for t in times if t > t_back]
     return {
         "received": len(recs),
@@ -168,6 +173,7 @@ def analyse(path, t_fault, t_back, t_end):
         "lost": lost,
         "failover_lost": loss(t_fault - 0.05, t_back),
         "failback_lost": loss(t_back, t_end + 1),
+        "failback_lost_at_ms": loss_at(t_back, t_end + 1),
         "failover_gap_ms": round(gap(t_fault - 0.002, t_back), 2),
         "failback_gap_ms": round(gap(t_back, t_end), 2),
         "resumed": len(after_back) > 0 and after_back[-1] > t_end - 0.3,

@@ -31,8 +31,9 @@
 //! * **stop** (SIGTERM): close the window, then the socket: the guard
 //!   bypasses at once, and no frame is forwarded by both.
 //!
-//! The thread sleeps between heartbeats and is pinned off the worker cores
-//! when a free core exists, so busy-polling workers never delay it.
+//! The thread sleeps between heartbeats, is pinned off the worker cores
+//! when a free core exists, so busy-polling workers never delay it, and runs
+//! at a low real-time priority ([`crate::sched`]) so other work does not.
 
 use crate::guard::GuardSettings;
 use dataplane::handover::Handover;
@@ -177,6 +178,9 @@ impl Heartbeat {
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
                     log::warn!("guard: could not pin the heartbeat thread to core {c}");
                 }
+            }
+            if let Err(e) = crate::sched::realtime() {
+                log::warn!("guard: heartbeat thread at normal priority ({e}): a busy host may delay heartbeats");
             }
             link.run(&stop);
         })?;

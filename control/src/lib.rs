@@ -8,3 +8,4 @@ pub mod guard;
 pub mod heartbeat;
 pub mod report;
 pub mod runtime;
+pub mod sched;

@@ -266,6 +266,10 @@ pub fn run(plan: &Plan, signals: mpsc::Receiver<()>) -> Result<GuardCounters, Gu
     if segs.is_empty() {
         log::warn!("guard: no link or bridge of Linux interfaces to bypass; watching the dataplane only");
     }
+    // Every thread of the guard inherits this: a deadline is never missed for want of a CPU.
+    if let Err(e) = crate::sched::realtime() {
+        log::warn!("guard: running at normal priority ({e}): a busy host may delay it into false alarms");
+    }
     let mut kb = KernelBypass::new(segs)?;
     kb.prepare()?;
     let path = &settings.socket;
