@@ -10,7 +10,10 @@ Measured per trial, from what arrived in db1 (CLOCK_MONOTONIC, shared by all
 processes on the host):
   failover_ms  the longest run of lost sequence numbers around the fault, as
                time at the sending rate (a late sender cannot fake it)
-  failback_ms  the same from the restart/SIGCONT to the end
+  failback_ms  the same from the restart/SIGCONT to 200 ms after the guard
+               logged the removal of its bypass
+  steady_lost  the longest run of lost packets outside both windows (the
+               dataplane's own losses on a loaded machine)
   *_gap_ms     the largest gap between arrivals in the same windows (includes
                the sender's own stalls on a loaded machine)
   lost      sequence numbers that never arrived
@@ -119,7 +122,7 @@ def tcp_client(dst, seconds):
     c.close()
 
 
-def analyse(path, t_fault, t_back, t_end):
+def analyse(path, t_fault, t_back, t_handback, t_end):
     raw = open(path, "rb").read()
     recs = [struct.unpack_from("<Qd", raw, i) for i in range(0, len(raw), 16)]
     seqs = {}
@@ -172,10 +175,10 @@ def analyse(path, t_fault, t_back, t_end):
         "dup": dup,
         "lost": lost,
         "failover_lost": loss(t_fault - 0.05, t_back),
-        "failback_lost": loss(t_back, t_end + 1),
-        "failback_lost_at_ms": loss_at(t_back, t_end + 1),
+        "failback_lost": loss(t_back, t_handback + 0.2),
+        "steady_lost": max(loss(t_end - 3.5, t_fault - 0.05), loss(t_handback + 0.2, t_end + 1)),
         "failover_gap_ms": round(gap(t_fault - 0.002, t_back), 2),
-        "failback_gap_ms": round(gap(t_back, t_end), 2),
+        "failback_gap_ms": round(gap(t_back, t_handback + 0.2), 2),
         "resumed": len(after_back) > 0 and after_back[-1] > t_end - 0.3,
     }
 
@@ -290,7 +293,7 @@ def main():
             tx.p.wait(trial_s + 5)
             rx.p.wait(10)
             t_end = t_fault + (trial_s - 0.5)
-            r = analyse(out, t_fault, t_back, t_end)
+            r = analyse(out, t_fault, t_back, t_handback, t_end)
             m = [re.search(r"bypass installed in (\d+) us", l) for l in guard_lines()]
             inst = [int(x.group(1)) for x in m if x]
             r["install_us"] = inst[-1] if len(inst) > installs_before else None
@@ -332,6 +335,7 @@ def main():
         "install_us": stat("install_us"),
         "remove_us": stat("remove_us"),
         "restart_to_handback_ms": stat("restart_to_handback_ms"),
+        "steady_lost": stat("steady_lost"),
         "dup_total": sum(r["dup"] for r in results),
         "lost_total": sum(r["lost"] for r in results),
         "tcp": tcp if results else None,
