@@ -28,7 +28,12 @@
 //!   can bypass, nothing is held back.
 //!
 //! A frame that reaches tc ingress while the kernel is still acknowledging
-//! the removal (microseconds) is lost; none is delivered twice. The timestamps and
+//! the removal (microseconds) is lost; none is delivered twice. This holds
+//! when a frame's timestamp is taken as it is received: with
+//! `net.core.netdev_tstamp_prequeue = 1` (the kernel's default, when any
+//! socket asked for timestamps) it is taken when the frame is queued for
+//! receive, and a receive backlog longer than the lease's 1 ms margin (a
+//! host out of CPU) can misplace a frame across the window's edges. The timestamps and
 //! the heartbeat's clock are both CLOCK_REALTIME: a step of the wall clock
 //! (not a slew) during a hand-over can misplace the window by the step.
 //!

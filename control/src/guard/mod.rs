@@ -63,6 +63,9 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_HEARTBEAT_MS: u32 = 2;
 /// Default milliseconds without a heartbeat before the dataplane counts as hung.
 pub const DEFAULT_TIMEOUT_MS: u32 = 10;
+/// The sysctl that decides whether receive timestamps are taken when a frame
+/// is queued (1, the kernel's default) or when it is received (0).
+const TSTAMP_PREQUEUE: &str = "/proc/sys/net/core/netdev_tstamp_prequeue";
 /// The prefix of the Linux bridges the guard creates for bridge bypasses.
 pub const BRIDGE_PREFIX: &str = "fsg-";
 
@@ -269,6 +272,13 @@ pub fn run(plan: &Plan, signals: mpsc::Receiver<()>) -> Result<GuardCounters, Gu
     // Every thread of the guard inherits this: a deadline is never missed for want of a CPU.
     if let Err(e) = crate::sched::realtime() {
         log::warn!("guard: running at normal priority ({e}): a busy host may delay it into false alarms");
+    }
+    if std::fs::read_to_string(TSTAMP_PREQUEUE).is_ok_and(|v| v.trim() == "1") {
+        log::warn!(
+            "guard: net.core.netdev_tstamp_prequeue is 1: frames are timestamped when queued for receive, not when \
+             received, so a receive backlog on a loaded host can misplace the hand-over window (a lost or doubled \
+             frame); set it to 0"
+        );
     }
     let mut kb = KernelBypass::new(segs)?;
     kb.prepare()?;
