@@ -164,11 +164,6 @@ def analyse(path, t_fault, t_back, t_handback, t_end):
     def loss(a, b):
         return max([n for t, n in runs if a <= t <= b], default=0)
 
-    def loss_at(a, b):
-        """Where the longest run in [a, b] started, in ms after a."""
-        best = max([(n, t) for t, n in runs if a <= t <= b], default=None)
-        return round((best[1] - a) * 1e3, 1) if best else None
-
     after_back = [t for t in times if t > t_back]
     return {
         "received": len(recs),
@@ -311,7 +306,8 @@ def main():
                 ok = False
             os.remove(out)
         tcli.p.wait(total + 30)
-        tsrv.p.wait(10)
+        # After losses TCP may be in a long retransmission backoff: give the FIN time.
+        tsrv.p.wait(60)
         tcp = json.load(open(tcp_out)) if os.path.exists(tcp_out) else {"closed": "never"}
         tcp["client_exit"] = tcli.p.returncode
         if tcli.p.returncode != 0 or tcp.get("closed") != "eof" or tcp.get("bad_chunks"):
