@@ -454,7 +454,13 @@ fn busy_poll_guard_hold_stops_traffic_and_a_stopped_guard_removes_what_it_made()
     assert!(lab.ping("web1", "10.77.0.21"), "{}", fs.stderr());
     let (code, stdout, stderr) = guard.stop("-TERM");
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("guard.holds 1"), "{stdout}");
+    // At least the failure at start (no dataplane yet); a loaded machine may add a late heartbeat.
+    let holds: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("guard.holds "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(holds >= 1, "{stdout}");
     assert!(!has(&["ip", "link", "show"], "fsg-vms"), "the guard's bridge is left behind");
     drop(fs);
 
