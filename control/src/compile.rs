@@ -170,6 +170,8 @@ pub struct Plan {
     pub control: ControlPlan,
     /// The worker watchdog's timing; `None` when off.
     pub watchdog: Option<WatchdogConfig>,
+    /// The process guard's heartbeat and bypass settings (`guard:`).
+    pub guard: Option<crate::guard::GuardSettings>,
 }
 
 /// Default path of the control API's Unix socket.
@@ -719,6 +721,7 @@ pub fn compile(cfg: &Config, file: &str) -> Result<Plan, ConfigError> {
             timeout: Duration::from_millis(dp.watchdog.timeout_ms.value.into()),
             check: Duration::from_millis(dp.watchdog.check_ms.value.into()),
         }),
+        guard: crate::guard::settings(cfg, file)?,
     })
 }
 

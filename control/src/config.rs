@@ -88,6 +88,8 @@ pub struct Config {
     /// Run-time control: the API socket, the metrics listener, reloads.
     #[serde(default)]
     pub control: ControlCfg,
+    /// `flowsteer guard`: heartbeat and kernel bypass (see `crate::guard`).
+    pub guard: Option<GuardCfg>,
 }
 
 /// `dpdk:` — the EAL and the mbuf pool, for `type: dpdk` ports.
@@ -125,6 +127,38 @@ pub struct ControlCfg {
     pub watch: Option<bool>,
     /// The most rules the running set may hold (default 65536).
     pub max_rules: Option<Spanned<u32>>,
+}
+
+/// `guard:` — the process bypass. The dataplane heartbeats `flowsteer guard`
+/// over a Unix socket; when it dies or hangs the guard joins each link's and
+/// bridge's Linux interfaces in the kernel until it is back.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardCfg {
+    /// The Unix socket the guard listens on and the dataplane connects to.
+    pub heartbeat: Spanned<PathBuf>,
+    /// Milliseconds between the dataplane's heartbeats (default 2).
+    pub heartbeat_ms: Option<Spanned<u32>>,
+    /// Milliseconds without a heartbeat after which the dataplane counts as
+    /// hung (default 10; at least twice `heartbeat_ms` and 4). It also bounds
+    /// the detection of a death: the kernel closes a killed dataplane's socket
+    /// only after releasing its packet sockets (an RCU grace period each).
+    pub timeout_ms: Option<Spanned<u32>>,
+    /// `bypass` (default): forward in the kernel while the dataplane is down;
+    /// `hold`: do nothing (traffic stops: fail-closed), but log and count.
+    #[serde(default)]
+    pub on_failure: GuardFailureCfg,
+}
+
+/// What the guard does when the dataplane dies or hangs.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardFailureCfg {
+    /// Install the kernel bypass (fail-open).
+    #[default]
+    Bypass,
+    /// Leave the interfaces alone: traffic stops (fail-closed).
+    Hold,
 }
 
 /// A list that may also be written as an empty key (`rules:` with every

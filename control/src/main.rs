@@ -50,6 +50,18 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Watch the dataplane (heartbeats on the `guard.heartbeat` socket) and,
+    /// while it is dead or hung, forward between its Linux interfaces in the
+    /// kernel (tc redirect for links, a Linux bridge for bridges); hand back
+    /// when it returns. Runs until SIGINT or SIGTERM.
+    Guard {
+        /// Configuration file (YAML), the dataplane's own; needs a `guard:` section.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Remove a bypass left in place (and the guard's bridges) and exit.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Push a capture through the rules and chains offline (a dry run before
     /// installing rules) and print per-rule counts.
     Replay {
@@ -284,6 +296,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Guard { config, remove } => match load_plan(&config) {
+            Ok(plan) => guard(&config, &plan, remove),
+            Err(e) => config_failed(&e),
+        },
         Command::Replay { config, input, output, forwarded, in_port } => {
             let mut plan = match load_plan(&config) {
                 Ok(p) => p,
@@ -347,6 +363,53 @@ fn client_result(r: Result<String, ClientError>) -> ExitCode {
         Err(e) => {
             eprintln!("flowsteer: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `flowsteer guard`: runs until SIGINT/SIGTERM, then prints its counters.
+fn guard(config: &Path, plan: &Plan, remove: bool) -> ExitCode {
+    if plan.guard.is_none() {
+        eprintln!("flowsteer: {}: no `guard:` section: nothing to guard", config.display());
+        return ExitCode::from(2);
+    }
+    if remove {
+        return match control::guard::remove_leftovers(plan) {
+            Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,
+            Ok(failed) => {
+                for f in failed {
+                    eprintln!("flowsteer: guard --remove: {f}");
+                }
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("flowsteer: guard --remove: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut signals =
+        match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("flowsteer: cannot install the signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = tx.send(());
+        }
+    });
+    match control::guard::run(plan, rx) {
+        Ok(counters) => {
+            print!("{}", counters.report());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flowsteer: guard: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -20,6 +20,7 @@ use chains::sink::{Names, Sink, SinkError, SinkQueue, SinkThread};
 use chains::stage::StageSpec;
 use chains::{ChainSet, ChainStats, OnFailure};
 use dataplane::bypass::Bypass;
+use dataplane::handover::Handover;
 use dataplane::packet::{Pool, PortId, ShareLimit};
 use dataplane::port::af_packet::{AfPacketConfig, AfPacketPort};
 use dataplane::port::pcap::PcapPort;
@@ -108,6 +109,8 @@ pub struct Shared {
     pub monitor_budget: Option<f64>,
     /// The worker watchdog's view of every worker, when it runs (`run` only).
     pub watchdog: Option<Arc<WatchdogState>>,
+    /// The hand-over window of the guard's kernel bypass (see [`crate::heartbeat`]).
+    pub handover: Arc<Handover>,
 }
 
 impl Shared {
@@ -326,6 +329,12 @@ fn start(
     let table = RuleTable::new(Arc::clone(&plan.rules));
     let counter_slots = plan.control.counter_slots().max(plan.rules.len());
     let bypass = Arc::new(Bypass::new());
+    // With a guard configured, nothing is forwarded until the heartbeat knows whether a bypass is in place.
+    let handover = Arc::new(Handover::new());
+    if plan.guard.is_some() {
+        handover.close();
+    }
+    let guarded = crate::guard::guarded_ports(plan);
     let mut workers = Vec::new();
     let mut worker_stats = Vec::new();
     let mut chain_stats = Vec::new();
@@ -351,7 +360,8 @@ fn start(
         let cfg = WorkerConfig { id: i, ..plan.worker.clone() };
         let w = Worker::new(cfg, mine, &plan.forwarding, Arc::clone(&table), chains, Arc::clone(&stats))
             .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?
-            .with_bypass(Arc::clone(&bypass));
+            .with_bypass(Arc::clone(&bypass))
+            .with_handover(Arc::clone(&handover), &guarded);
         worker_stats.push(stats);
         workers.push(w);
     }
@@ -377,6 +387,7 @@ fn start(
         started: Instant::now(),
         monitor_budget: plan.worker.monitor_budget,
         watchdog: None,
+        handover,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running { shared, stop: Arc::clone(&stop), threads: Vec::new(), sink_threads, watchdog: None };
@@ -464,6 +475,7 @@ pub fn run_with<T>(
     stop: &AtomicBool,
     attach: impl FnOnce(&Shared) -> Result<T, RuntimeError>,
 ) -> Result<Snapshot, RuntimeError> {
+    let mut heartbeat = plan.guard.as_ref().map(crate::heartbeat::Heartbeat::connect);
     let mut ports = Vec::new();
     let mut extra = Vec::new();
     // Dropped after `running` (declared first): devices close once workers and sinks are gone.
@@ -498,6 +510,16 @@ pub fn run_with<T>(
             return Err(e);
         }
     };
+    if let Some(hb) = &mut heartbeat {
+        let free = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .find(|c| !plan.workers.iter().any(|w| w.core == Some(*c)));
+        if let Err(e) = hb.start(Arc::clone(&running.shared.handover), free) {
+            log::error!("guard: cannot start the heartbeat thread: {e}; the guard will bypass");
+        }
+    }
     let mut last = running.shared.snapshot();
     let mut last_t = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -506,6 +528,7 @@ pub fn run_with<T>(
             // A worker only returns when told to stop: this one died and its ports stopped forwarding.
             // Exit with an error so the service manager (and the guard's bypass) can take over.
             drop(attached);
+            drop(heartbeat);
             let snap = running.stop();
             print!("{}", snap.report());
             return Err(RuntimeError::Worker {
@@ -523,6 +546,8 @@ pub fn run_with<T>(
         }
     }
     drop(attached);
+    // The guard's bypass takes over before the workers stop.
+    drop(heartbeat);
     Ok(running.stop())
 }
 

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod classifier;
 pub mod flow;
 pub mod forward;
+pub mod handover;
 pub mod monitor;
 pub mod packet;
 pub mod parser;

@@ -52,11 +52,15 @@ pub enum DropReason {
     /// A frame on a bridge port too short to hold an Ethernet header, so
     /// the bridge cannot tell where it goes.
     Runt,
+    /// Received outside the hand-over window of `flowsteer guard`: the
+    /// kernel bypass delivered it (or the dataplane was stopped past its
+    /// lease), so forwarding it too would deliver it twice.
+    Standby,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// All reasons, in index order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::RuleDrop,
@@ -66,6 +70,7 @@ impl DropReason {
         DropReason::ChainClosed,
         DropReason::Hairpin,
         DropReason::Runt,
+        DropReason::Standby,
     ];
 
     /// Counter label.
@@ -78,6 +83,7 @@ impl DropReason {
             DropReason::ChainClosed => "chain_closed",
             DropReason::Hairpin => "hairpin",
             DropReason::Runt => "runt",
+            DropReason::Standby => "standby",
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::classifier::{Action, ChainId, RuleId, RuleSet};
 use crate::flow::FlowKey;
 use crate::forward::{Bridge, Decision, Forwarding, PortRole};
 use crate::monitor::MonitorBudget;
+use crate::handover::{Handover, Window};
 use crate::packet::{Packet, Pool, PortId};
 use crate::parser::{parse, Malformed};
 use crate::port::{Burst, Port};
@@ -177,6 +178,11 @@ pub struct Worker<C: Chains> {
     stats: Arc<WorkerStats>,
     /// When on, every packet is forwarded without classification or chains.
     bypass: Arc<Bypass>,
+    /// The window in which guarded ports' frames are forwarded (see [`Handover`]).
+    handover: Arc<Handover>,
+    /// Per local port: whether the guard's kernel bypass covers it.
+    guarded: Vec<bool>,
+    any_guarded: bool,
     iter: u64,
     /// Per-burst scratch, parallel to the burst: parsed keys, their hashes,
     /// parse failures. Owned by the worker so no burst allocates or clears them.
@@ -263,6 +269,7 @@ impl<C: Chains> Worker<C> {
             egress.push(e);
         }
         let tx = Staging { out: ports.iter().map(|_| Burst::new()).collect(), bridges };
+        let n_ports = ports.len();
         let published = table.load();
         let (generation, rules) = (published.generation, Arc::clone(&published.rules));
         stats.generation.set(generation);
@@ -296,6 +303,9 @@ impl<C: Chains> Worker<C> {
             chains,
             stats,
             bypass: Arc::new(Bypass::new()),
+            handover: Arc::new(Handover::new()),
+            guarded: vec![false; n_ports],
+            any_guarded: false,
             iter: 0,
         })
     }
@@ -304,6 +314,18 @@ impl<C: Chains> Worker<C> {
     /// control) instead of a switch of its own that nobody can turn on.
     pub fn with_bypass(mut self, bypass: Arc<Bypass>) -> Worker<C> {
         self.bypass = bypass;
+        self
+    }
+
+    /// Makes the worker obey `handover` on the `guarded` ports: while the
+    /// lease has run out they are not polled (frames wait in the ring for the
+    /// hand-back), and frames received outside the window are discarded (the
+    /// guard's kernel bypass had them). One clock read per poll round while a
+    /// guard is connected.
+    pub fn with_handover(mut self, handover: Arc<Handover>, guarded: &[PortId]) -> Worker<C> {
+        self.handover = handover;
+        self.guarded = self.ports.iter().map(|p| guarded.contains(&p.id())).collect();
+        self.any_guarded = self.guarded.contains(&true);
         self
     }
 
@@ -419,14 +441,23 @@ impl<C: Chains> Worker<C> {
         }
         self.refresh_rules();
         let bypass = self.bypass.is_on();
+        let window = if self.any_guarded { self.handover.window() } else { Window::OPEN };
+        // Past the lease, a guarded port's frames wait in its ring until the guard hands back.
+        let lapsed = !window.is_open() && window.lapsed(wall_clock_ns());
         let mut total = 0;
         for i in 0..self.egress.len() {
+            if lapsed && self.guarded[i] {
+                continue;
+            }
             let mut burst = Burst::new();
             let n = self.ports[i].rx_burst(&mut burst);
             if n == 0 {
                 continue;
             }
             total += n;
+            if self.guarded[i] && !window.is_open() && self.hold_back(&mut burst, window) {
+                continue;
+            }
             if bypass {
                 self.bypass_burst(i, &mut burst);
             } else {
@@ -611,6 +642,20 @@ impl<C: Chains> Worker<C> {
             Egress::Bridge(_) => self.clock.elapsed().as_nanos() as u64,
             Egress::None | Egress::Link(_) => 0,
         }
+    }
+
+    /// Discards the frames of a burst received outside the hand-over window
+    /// (counted as `standby`). Returns whether nothing is left.
+    #[cold]
+    fn hold_back(&mut self, burst: &mut Burst, window: Window) -> bool {
+        let before = burst.len();
+        burst.retain(|p| window.admits(p.meta.ts_ns));
+        let held = (before - burst.len()) as u64;
+        if held > 0 {
+            self.stats.rx.add(held);
+            self.stats.drops[DropReason::Standby as usize].add(held);
+        }
+        burst.is_empty()
     }
 
     /// Stages a received burst for transmission as if no rule matched any of
