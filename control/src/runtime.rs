@@ -631,12 +631,12 @@ pub fn replay(plan: &mut Plan, args: &ReplayArgs) -> Result<Snapshot, RuntimeErr
     for (i, p) in plan.ports.iter().enumerate() {
         let id = i as PortId;
         let rx = (id == in_id).then_some(args.input.as_path());
-        // Tool ports keep their configured output: that is where their copies go. Every other
-        // port's output is discarded (written to /dev/null, so it counts as sent, not dropped).
+        // Tool ports keep their configured output: that is where their copies go (a DPDK device
+        // is not opened offline: its copies are discarded). Every other port's output is discarded (written to /dev/null, so it counts as sent, not dropped).
         let discard = Path::new("/dev/null");
         let tx = if Some(id) == out_id {
             Some(args.forwarded.as_deref().unwrap_or(discard))
-        } else if plan.tool_ports.contains(&id) && args.output.is_none() {
+        } else if plan.tool_ports.contains(&id) && args.output.is_none() && p.kind != PortKind::Dpdk {
             p.tx.as_deref()
         } else {
             Some(discard)

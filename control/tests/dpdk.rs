@@ -85,6 +85,18 @@ links:
         let example = std::fs::read_to_string(root().join("examples/dpdk.yaml")).unwrap();
         let (code, stderr, _, _d) = check(&example);
         assert_eq!(code, 0, "examples/dpdk.yaml: {stderr}");
+        // Offline replay never opens a DPDK device: every port is a capture-file port, and a
+        // DPDK tool port's copies are discarded (counted as written, not as errors).
+        let out = Command::new(BIN)
+            .args(["replay", "-c", "examples/dpdk.yaml", "-i", "examples/sample.pcapng"])
+            .current_dir(root())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let ids = stdout.lines().find(|l| l.starts_with("sink ids:")).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(ids.contains(" errors 0 ") && !ids.contains("written 0 "), "{ids}");
         // A vdev string that is not one.
         check_fails(
             &TWO.replace("\"net_memif0,role=server,socket=/run/fs-vm1.sock,id=0\"", "memif0"),
