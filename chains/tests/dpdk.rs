@@ -104,7 +104,9 @@ fn mbuf_copies_are_bounded_clones_and_the_pool_refills() {
     let mut first = o0.next().unwrap();
     assert!(first.data_mut().is_empty() && recs[0].pkt.capacity() == 0);
     let mut recs = recs.into_iter();
-    let clone = recs.next().unwrap();
+    let mut clone = recs.next().unwrap();
+    clone.pkt.truncate(10);
+    assert_eq!(clone.pkt.len(), 200, "a shared mbuf keeps its length");
     drop(clone);
     assert_eq!(limit.outstanding(), 1);
     assert_eq!(first.data_mut().len(), 200, "writable again once the clone is gone");

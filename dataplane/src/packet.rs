@@ -253,10 +253,11 @@ impl Packet {
         m
     }
 
-    /// Shortens the packet to `len` bytes (no-op when already shorter).
+    /// Shortens the packet to `len` bytes (no-op when already shorter, and
+    /// while an mbuf is shared: its length is the mbuf's on transmit).
     #[inline]
     pub fn truncate(&mut self, len: usize) {
-        if len < self.len as usize {
+        if len < self.len as usize && self.room() > 0 {
             self.len = len as u32;
         }
     }

@@ -201,6 +201,8 @@ impl Drop for Eal {
         let rc = unsafe { ffi::rte_eal_cleanup() };
         if rc != 0 {
             log::warn!("dpdk: rte_eal_cleanup: {}", ffi::strerror(rc));
+        } else {
+            log::info!("dpdk: EAL cleaned up");
         }
         // The runtime directory (/var/run/dpdk/<prefix>: config, memory maps,
         // the multi-process socket) only serves secondary processes, which

@@ -83,6 +83,12 @@ fn ring_loopback_null_rx_clones_and_pool_accounting() {
     assert_eq!((seg.mbuf().refcnt(), clone.refcnt(), pool.in_use()), (2, 2, in_use));
     let mut seg = seg;
     assert_eq!(seg.fill(b"no"), None, "a shared buffer is not written");
+    // A partial copy (a slice of the packet) goes into an mbuf of its own.
+    let mut part = pool.alloc().unwrap();
+    assert_eq!(part.fill(&seg.bytes()[..20]), Some(20));
+    assert_eq!(part.bytes(), &want[0][..20]);
+    assert_eq!((part.mbuf().refcnt(), pool.in_use()), (1, in_use + 1));
+    drop(part);
     drop(clone);
     assert_eq!(seg.mbuf().refcnt(), 1);
     assert_eq!(seg.fill(b"ok"), Some(2));
