@@ -286,11 +286,15 @@ impl Watchdog {
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if t.join().is_err() {
+                log::error!("watchdog: its thread panicked");
+            }
         }
-        for f in self.forwarders.drain(..) {
+        for (w, f) in self.forwarders.drain(..).enumerate() {
             f.thread().unpark();
-            let _ = f.join();
+            if f.join().is_err() {
+                log::error!("worker {w}: its bypass forwarder panicked");
+            }
         }
     }
 }
