@@ -366,6 +366,11 @@ impl<C: Chains> Worker<C> {
             Worker::new(cfg, ports, fwd, Arc::clone(&self.table), chains, stats)?.with_bypass(Arc::clone(&self.bypass));
         f.tx.bridges.clear();
         f.clock = self.clock;
+        // The forwarder obeys the guard's hand-over window on the same ports: while the
+        // kernel bypass carries them, it must not forward them too (duplicates).
+        f.handover = Arc::clone(&self.handover);
+        f.guarded = self.guarded.clone();
+        f.any_guarded = self.any_guarded;
         let bridges = std::mem::take(&mut self.tx.bridges);
         let slot = Arc::new(PortSlot::new(std::mem::take(&mut f.ports), bridges));
         f.slot = Some(Arc::clone(&slot));
