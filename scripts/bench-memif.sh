@@ -140,6 +140,10 @@ dataplane:
       queues: ["a:0", "b:0"]
   flow_cache: $((4 * flows))   # both directions of every flow, with room to spare
   stats_interval: 0
+  # Measure the whole cost of copying: no shedding under the generator's
+  # backlog, no cap on the monitoring share (the defaults would shed copies).
+  overload_bursts: 0
+  monitor_budget: 1
 sinks:
   - { name: discard, type: pcapng, path: /dev/null }
 chains:
