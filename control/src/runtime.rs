@@ -300,6 +300,11 @@ fn start(
         rules: plan.rules.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>().into(),
         chains: plan.chains.iter().map(|c| c.name.clone()).collect(),
     });
+    // Counters first: sized for every rule counter slot, they take a moment to build, which
+    // must not pass between the sinks starting (and their retry clocks) and the workers.
+    let counter_slots = plan.control.counter_slots().max(plan.rules.len());
+    let worker_stats: Vec<Arc<WorkerStats>> =
+        plan.workers.iter().map(|_| Arc::new(WorkerStats::new(plan.ports.len(), counter_slots))).collect();
     let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
     let (queues, sinks, tool_ports) = open_sinks(plan, &mut slots, strict_sinks)?;
     let mut sink_threads = Vec::new();
@@ -311,10 +316,8 @@ fn start(
     }
     let copy_pool = Pool::new(plan.copy_buffers, MAX_FRAME);
     let table = RuleTable::new(Arc::clone(&plan.rules));
-    let counter_slots = plan.control.counter_slots().max(plan.rules.len());
     let bypass = Arc::new(Bypass::new());
     let mut workers = Vec::new();
-    let mut worker_stats = Vec::new();
     let mut chain_stats = Vec::new();
     for (i, wp) in plan.workers.iter().enumerate() {
         let mine: Vec<Box<dyn Port>> = wp
@@ -328,14 +331,13 @@ fn start(
                 })
             })
             .collect();
-        let stats = Arc::new(WorkerStats::new(plan.ports.len(), counter_slots));
+        let stats = Arc::clone(&worker_stats[i]);
         let chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         chain_stats.push(chains.stats());
         let cfg = WorkerConfig { id: i, ..plan.worker.clone() };
         let w = Worker::new(cfg, mine, &plan.forwarding, Arc::clone(&table), chains, Arc::clone(&stats))
             .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?
             .with_bypass(Arc::clone(&bypass));
-        worker_stats.push(stats);
         workers.push(w);
     }
     let book = Arc::new(RuleBook::new(
