@@ -133,6 +133,9 @@ pub struct RuleBook {
     names: Arc<Names>,
     max_rules: usize,
     slots: Mutex<Slots>,
+    /// Held through a whole change: one publisher at a time. Apart from the
+    /// slots' lock, so that counters can be read while a change waits for the workers.
+    serial: Mutex<()>,
 }
 
 impl RuleBook {
@@ -166,7 +169,7 @@ impl RuleBook {
             slots.next = slots.next.max(slot + 1);
         }
         names.rules.set(slots.names.clone());
-        RuleBook { table, workers, names, max_rules, slots: Mutex::new(slots) }
+        RuleBook { table, workers, names, max_rules, slots: Mutex::new(slots), serial: Mutex::new(()) }
     }
 
     /// The table workers read.
@@ -200,6 +203,7 @@ impl RuleBook {
     /// [`RuleBook::apply`] with a chosen wait.
     pub fn apply_with_wait(&self, op: RuleOp, wait: Duration) -> Result<Applied, ApplyError> {
         let t0 = Instant::now();
+        let _serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
         let mut slots = self.lock();
         let current = self.table.load();
         let old = current.rules.rules();
@@ -285,6 +289,7 @@ impl RuleBook {
                 slots.retired.push_back((generation, s));
             }
         }
+        drop(slots);
         let deadline = published + wait;
         let pending = loop {
             let behind: Vec<usize> =

@@ -316,6 +316,11 @@ fn start(
         rules: plan.rules.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>().into(),
         chains: plan.chains.iter().map(|c| c.name.clone()).collect(),
     });
+    // Counters first: sized for every rule counter slot, they take a moment to build, which
+    // must not pass between the sinks starting (and their retry clocks) and the workers.
+    let counter_slots = plan.control.counter_slots().max(plan.rules.len());
+    let worker_stats: Vec<Arc<WorkerStats>> =
+        plan.workers.iter().map(|_| Arc::new(WorkerStats::new(plan.ports.len(), counter_slots))).collect();
     let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
     let (queues, sinks, tool_ports) = open_sinks(plan, &mut slots, strict_sinks)?;
     let mut sink_threads = Vec::new();
@@ -327,7 +332,6 @@ fn start(
     }
     let copy_pool = Pool::new(plan.copy_buffers, MAX_FRAME);
     let table = RuleTable::new(Arc::clone(&plan.rules));
-    let counter_slots = plan.control.counter_slots().max(plan.rules.len());
     let bypass = Arc::new(Bypass::new());
     // With a guard configured, nothing is forwarded until the heartbeat knows whether a bypass is in place.
     let handover = Arc::new(Handover::new());
@@ -336,7 +340,6 @@ fn start(
     }
     let guarded = crate::guard::guarded_ports(plan);
     let mut workers = Vec::new();
-    let mut worker_stats = Vec::new();
     let mut chain_stats = Vec::new();
     for (i, wp) in plan.workers.iter().enumerate() {
         let mine: Vec<Box<dyn Port>> = wp
@@ -351,7 +354,7 @@ fn start(
                 })
             })
             .collect();
-        let stats = Arc::new(WorkerStats::new(plan.ports.len(), counter_slots));
+        let stats = Arc::clone(&worker_stats[i]);
         let mut chains = ChainSet::new(&plan.chains, &queues, &copy_pool, i, plan.workers.len());
         if let Some(limit) = share {
             chains = chains.with_share_limit(limit);
@@ -362,7 +365,6 @@ fn start(
             .map_err(|e| RuntimeError::Worker { worker: i, message: e.to_string() })?
             .with_bypass(Arc::clone(&bypass))
             .with_handover(Arc::clone(&handover), &guarded);
-        worker_stats.push(stats);
         workers.push(w);
     }
     let book = Arc::new(RuleBook::new(

@@ -331,7 +331,7 @@ fn busy_poll_replace_10000_rules_100_times_under_traffic() {
 }
 
 #[test]
-fn busy_poll_reload_10000_rule_files_100_times_with_invalid_ones_between() {
+fn busy_poll_reload_10000_rule_files_with_invalid_ones_between() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("flowsteer.yaml");
     let text = |letter: char| {
@@ -360,14 +360,22 @@ fn busy_poll_reload_10000_rule_files_100_times_with_invalid_ones_between() {
     let broken = [
         (a.replace("  - { name: a17, priority: 27,", "  - { name: a17 priority: 27,"), ":32:25: rules[17].name: "),
         (b.replace("chain: b }\n  - { name: b5,", "chain: nope }\n  - { name: b5,"), "unknown chain `nope`"),
-        (a.replace("priority: 12,", "priority: 11,"), "same priority 11"),
+        (
+            a.replace(
+                "priority: 12, match: { proto: udp, dst_port: 2 }",
+                "priority: 11, match: { proto: udp, dst_port: 1 }",
+            ),
+            "same priority 11",
+        ),
         (b.replace("tx: /dev/null }\n  - { name: p1", "tx: /tmp/x.pcap }\n  - { name: p1"), "`ports` changed"),
     ];
     let mut latency = Vec::new();
-    const UPDATES: usize = 100;
+    // Reading a 10,000-rule file takes seconds in an unoptimised build: scripts/test.sh runs 10
+    // reloads; FLOWSTEER_RELOADS=100 with --release is the full run (docs/PERFORMANCE.md).
+    let updates: usize = std::env::var("FLOWSTEER_RELOADS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     std::thread::sleep(Duration::from_millis(50));
     let mut generation = rig.book.table().generation();
-    for i in 0..UPDATES {
+    for i in 0..updates {
         let (bad, why) = &broken[i % broken.len()];
         std::fs::write(&path, bad).expect("write config");
         let e = reloader.reload().expect_err("an invalid file is refused");
@@ -382,6 +390,6 @@ fn busy_poll_reload_10000_rule_files_100_times_with_invalid_ones_between() {
         generation = applied.generation;
     }
     let (m, p99, max) = summary(latency);
-    eprintln!("reload of a {RULES}+1 rule file x {UPDATES} (read, parse, compile, publish, all workers): median {m} us, p99 {p99} us, max {max} us");
-    check_end(rig, UPDATES);
+    eprintln!("reload of a {RULES}+1 rule file x {updates} (read, parse, compile, publish, all workers): median {m} us, p99 {p99} us, max {max} us");
+    check_end(rig, updates);
 }
