@@ -67,7 +67,7 @@ pub fn render(sh: &Shared, since_progress: &[Duration]) -> String {
     let workers: Vec<(String, &dataplane::stats::WorkerStats)> =
         sh.workers.iter().enumerate().map(|(i, w)| (i.to_string(), &**w)).collect();
     type W<'a> = (String, &'a dataplane::stats::WorkerStats);
-    let per_worker: [Family<dataplane::stats::WorkerStats>; 9] = [
+    let per_worker: [Family<dataplane::stats::WorkerStats>; 11] = [
         ("rx_packets_total", "Packets received by the worker's ports.", |w| w.rx.get()),
         ("tx_packets_total", "Packets the worker transmitted.", |w| w.tx.get()),
         ("matched_packets_total", "Packets a rule matched.", |w| w.matched.get()),
@@ -77,6 +77,14 @@ pub fn render(sh: &Shared, since_progress: &[Duration]) -> String {
         ("flow_cache_misses_total", "Flow cache misses (rule set lookups).", |w| w.cache_misses.get()),
         ("busy_polls_total", "Poll rounds that received packets.", |w| w.busy_polls.get()),
         ("idle_polls_total", "Poll rounds that received nothing.", |w| w.idle_polls.get()),
+        (
+            "shed_monitor_budget_total",
+            "Matched packets whose fail-open chains were skipped: monitoring over its budget.",
+            |w| w.shed_monitor_budget.get(),
+        ),
+        ("shed_overload_total", "Matched packets whose fail-open chains were skipped: receive backlog.", |w| {
+            w.shed_overload.get()
+        }),
     ];
     for (name, help, get) in per_worker {
         o.each(name, "counter", help, &workers, |(id, w): &W| (vec![("worker", id.clone())], get(w)));
@@ -91,6 +99,13 @@ pub fn render(sh: &Shared, since_progress: &[Duration]) -> String {
     );
     for (i, d) in since_progress.iter().enumerate() {
         o.sample("worker_seconds_since_progress", &[("worker", &i.to_string())], d.as_secs_f64());
+    }
+    o.family("monitor_seconds_total", "counter", "Time the worker spent running chains (monitoring).");
+    for (id, w) in &workers {
+        o.sample("monitor_seconds_total", &[("worker", id)], w.monitor_ns.get() as f64 / 1e9);
+    }
+    if let Some(dog) = &sh.watchdog {
+        watchdog(&mut o, dog);
     }
     o.family("dropped_packets_total", "counter", "Original packets dropped, by worker and reason.");
     for (id, w) in &workers {
@@ -180,6 +195,39 @@ pub fn render(sh: &Shared, since_progress: &[Duration]) -> String {
     o.family("bypass_engaged_total", "counter", "Times the bypass switch was turned on.");
     o.sample("bypass_engaged_total", &[], sh.bypass.engaged());
     o.0
+}
+
+/// The worker watchdog's families, per worker.
+fn watchdog(o: &mut Out, dog: &dataplane::watchdog::WatchdogState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    type F = (&'static str, &'static str, &'static str, fn(&dataplane::watchdog::WorkerWatch) -> u64);
+    let fams: [F; 4] = [
+        ("watchdog_bypassing", "gauge", "1 while the worker's ports are with the bypass forwarder.", |x| {
+            u64::from(x.bypassing.load(Relaxed))
+        }),
+        ("watchdog_engaged_total", "counter", "Times a stalled worker's ports went to the bypass forwarder.", |x| {
+            x.engagements.load(Relaxed)
+        }),
+        ("watchdog_failbacks_total", "counter", "Times the ports went back to the recovered worker.", |x| {
+            x.failbacks.load(Relaxed)
+        }),
+        (
+            "watchdog_stuck_holding_ports_total",
+            "counter",
+            "Stalls the worker held its ports through (no bypass).",
+            |x| x.stuck_holding_ports.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in fams {
+        o.family(name, kind, help);
+        for (i, x) in dog.workers.iter().enumerate() {
+            o.sample(name, &[("worker", &i.to_string())], get(x));
+        }
+    }
+    o.family("watchdog_bypass_seconds_total", "counter", "Time the worker's ports spent with the bypass forwarder.");
+    for i in 0..dog.workers.len() {
+        o.sample("watchdog_bypass_seconds_total", &[("worker", &i.to_string())], dog.bypass_time(i).as_secs_f64());
+    }
 }
 
 #[cfg(test)]

@@ -310,7 +310,20 @@ fn health(ctx: &Ctx) -> Response {
                 problems.push(format!("worker {i} has not polled for {:.1} s", idle.as_secs_f64()));
             }
             let g = w.generation.get();
-            json!({ "id": i, "generation": g, "current": g == generation, "last_progress_ms": idle.as_millis() as u64, "stalled": stalled })
+            let watch = sh.watchdog.as_ref().and_then(|d| d.workers.get(i));
+            let bypassed = watch.is_some_and(|x| x.bypassing.load(std::sync::atomic::Ordering::Relaxed));
+            if bypassed {
+                problems.push(format!("worker {i} stalled: its ports are with the watchdog's bypass forwarder"));
+            }
+            json!({
+                "id": i,
+                "generation": g,
+                "current": g == generation,
+                "last_progress_ms": idle.as_millis() as u64,
+                "stalled": stalled,
+                "watchdog_bypass": bypassed,
+                "watchdog_engaged": watch.map_or(0, |x| x.engagements.load(std::sync::atomic::Ordering::Relaxed)),
+            })
         })
         .collect();
     let sinks: Vec<Value> = sh
