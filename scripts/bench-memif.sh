@@ -170,9 +170,9 @@ start_dut() {
         --log-level=lib.eal:warning -- \
         --forward-mode=io --nb-cores=1 --total-num-mbufs=16384 --stats-period 1 >"$out" 2>&1 &
       ;;
-    no-match) "$fs" run -c "$(flowsteer_config "$name" "{ dst: 192.0.2.0/24 }")" >"$out" 2>&1 & ;;
-    copy-10pct) "$fs" run -c "$(flowsteer_config "$name" "{ dst: $ten_pct_cidr, proto: udp }")" >"$out" 2>&1 & ;;
-    copy-100pct) "$fs" run -c "$(flowsteer_config "$name" "{ proto: udp }")" >"$out" 2>&1 & ;;
+    no-match) "$fs" run --socket "$work/ctl.sock" -c "$(flowsteer_config "$name" "{ dst: 192.0.2.0/24 }")" >"$out" 2>&1 & ;;
+    copy-10pct) "$fs" run --socket "$work/ctl.sock" -c "$(flowsteer_config "$name" "{ dst: $ten_pct_cidr, proto: udp }")" >"$out" 2>&1 & ;;
+    copy-100pct) "$fs" run --socket "$work/ctl.sock" -c "$(flowsteer_config "$name" "{ proto: udp }")" >"$out" 2>&1 & ;;
   esac
   pids+=($!)
   dut_pid=$!

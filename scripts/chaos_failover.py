@@ -232,13 +232,15 @@ def main():
     d = a.dir
     guard_log = os.path.join(d, "guard.log")
     dp_log = os.path.join(d, "dataplane.log")
+    # A control socket of its own: never the default one another flowsteer may serve.
+    ctl_sock = os.path.join(d, "ctl.sock")
     procs = []
     ok = True
     results = []
     try:
         guard = Proc([a.bin, "-v", "guard", "-c", a.config], guard_log)
         procs.append(guard)
-        dp = Proc([a.bin, "-v", "run", "-c", a.config], dp_log)
+        dp = Proc([a.bin, "-v", "run", "--socket", ctl_sock, "-c", a.config], dp_log)
         procs.append(dp)
 
         def guard_lines():
@@ -279,7 +281,7 @@ def main():
             time.sleep(max(0.0, t_fault + a.hold - time.monotonic()))
             t_back = time.monotonic()
             if a.fault == "kill":
-                dp = Proc([a.bin, "-v", "run", "-c", a.config], dp_log)
+                dp = Proc([a.bin, "-v", "run", "--socket", ctl_sock, "-c", a.config], dp_log)
                 procs.append(dp)
             else:
                 os.kill(dp.p.pid, signal.SIGCONT)

@@ -182,7 +182,9 @@ links:
         fn run(config: &Path) -> Proc {
             let log = config.with_extension("log");
             let child = Command::new(BIN)
-                .args(["-v", "run", "--stats-interval", "0", "-c"])
+                .args(["-v", "run", "--stats-interval", "0", "--socket"])
+                .arg(config.with_extension("sock"))
+                .arg("-c")
                 .arg(config)
                 .env_remove("RUST_LOG")
                 .stdin(Stdio::null())

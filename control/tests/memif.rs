@@ -436,7 +436,8 @@ rules:
     assert!(check.status.success(), "flowsteer check: {}", String::from_utf8_lossy(&check.stderr));
 
     let mut cmd = Command::new(BIN);
-    cmd.env_remove("RUST_LOG").arg("run").arg("-c").arg(&cfg);
+    // A control socket of its own: never the default one another flowsteer may serve.
+    cmd.env_remove("RUST_LOG").arg("run").arg("--socket").arg(d.join("ctl.sock")).arg("-c").arg(&cfg);
     let free_before = free_hugepages();
     let mut fs = Proc::spawn(&mut cmd, d, "flowsteer", Stdio::null());
 
