@@ -13,10 +13,11 @@
 //!   `net_af_xdp` sit on the host ends of veth pairs whose peers are in the
 //!   namespaces.
 //! - vhost-user (`net_vhost`, what QEMU connects to) and its DPDK frontend
-//!   `net_virtio_user` in both roles: Debian's `dpdk-testpmd` is the VM side
-//!   and sends exact bursts (`start tx_first`, as in tests/memif.rs); its
-//!   counters and flowsteer's agree packet for packet, and the steered share
-//!   is exactly one in eight.
+//!   `net_virtio_user` in both roles, and memif with flowsteer as the server
+//!   (tests/memif.rs has it as the client): Debian's `dpdk-testpmd` is the
+//!   VM side and sends exact bursts (`start tx_first`, as in
+//!   tests/memif.rs); its counters and flowsteer's agree packet for packet,
+//!   and the steered share is exactly one in eight.
 //!
 //! Every EAL runs without hugepages (`no_huge`, `--no-huge`). Every process
 //! is stopped by PID, every namespace, interface, socket and DPDK runtime
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_flowsteer");
 const TESTPMD: &str = "/usr/bin/dpdk-testpmd";
 const PYTHON: &str = "/usr/bin/python3";
+const TSHARK: &str = "/usr/bin/tshark";
 /// UDP datagrams sent across the kernel-facing ports.
 const DATAGRAMS: u64 = 200;
 /// testpmd's txonly engine sends bursts of 32; 64 bursts per port and round
@@ -307,6 +309,7 @@ enum Kernel {
 /// exactly [`DATAGRAMS`] UDP datagrams across, all counted.
 fn kernel_ports(kind: Kernel, subnet: u8) {
     require(PYTHON, "python3");
+    require(TSHARK, "tshark");
     let id = unique();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -340,6 +343,15 @@ fn kernel_ports(kind: Kernel, subnet: u8) {
         "",
         "{ proto: udp, dst_port: 7777 }",
     );
+    if matches!(kind, Kernel::AfXdp) {
+        // libxdp attached its socket-redirect program to each host end: in
+        // driver mode (`xdp`) where veth has it, else generic (`xdpgeneric`).
+        for iface in &ifaces {
+            let link = run(&["ip", "link", "show", iface]);
+            assert!(link.contains("prog/xdp"), "no XDP program on {iface}:\n{link}");
+            eprintln!("{}", link.lines().next().unwrap_or_default());
+        }
+    }
     let inner: [String; 2] = match kind {
         Kernel::Tap => {
             // flowsteer has started the taps (they are up); each goes to its namespace.
@@ -368,7 +380,11 @@ fn kernel_ports(kind: Kernel, subnet: u8) {
     let start = Instant::now();
     while !ping("1").status.success() {
         fs.assert_running();
-        assert!(start.elapsed() < Duration::from_secs(20), "no ping reply across flowsteer within 20 s\n{}", fs.stderr());
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no ping reply across flowsteer within 20 s\n{}",
+            fs.stderr()
+        );
     }
     let out = ping("10");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -423,6 +439,22 @@ for i in range({DATAGRAMS}):
     assert!(a.0 >= DATAGRAMS + 11 && b.0 >= 11, "{report}");
     assert_eq!(report_rule(&report, "steered"), DATAGRAMS, "{report}");
     assert_eq!(report_value(&report, "sink capture:", "written"), DATAGRAMS, "{report}");
+    // The copies are the datagrams, each once, in order: tshark reads their
+    // sequence numbers (the first six payload bytes).
+    let out = Command::new(TSHARK)
+        .arg("-n")
+        .arg("-r")
+        .arg(d.join("copies.pcapng"))
+        .args(["-Y", &format!("ip.src == 10.{subnet}.0.1 && ip.dst == {peer} && udp.dstport == 7777")])
+        .args(["-T", "fields", "-e", "data.data"])
+        .output()
+        .expect("run tshark");
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    let seqs: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.get(..12).unwrap_or(l).to_string()).collect();
+    let want: Vec<String> =
+        (0..DATAGRAMS).map(|i| format!("{i:06}").bytes().map(|b| format!("{b:02x}")).collect()).collect();
+    assert_eq!(seqs, want, "payload sequence numbers of the copies");
 }
 
 #[test]
@@ -516,11 +548,22 @@ impl Testpmd {
     }
 }
 
-/// testpmd (VM side) <-> flowsteer over vhost-user, both ways, counted.
-/// `flowsteer_vhost`: flowsteer owns the sockets with `net_vhost` (as for
-/// QEMU) and testpmd connects with `net_virtio_user`; otherwise testpmd is
-/// the vhost-user server and flowsteer the `net_virtio_user` client.
-fn vhost_round_trip(flowsteer_vhost: bool) {
+/// Which end of a shared-memory interface flowsteer is.
+#[derive(Clone, Copy, PartialEq)]
+enum Peer {
+    /// flowsteer owns the sockets with `net_vhost` (as for QEMU); testpmd
+    /// connects with `net_virtio_user`.
+    VhostServer,
+    /// testpmd is the vhost-user server, flowsteer the `net_virtio_user` client.
+    VirtioUserClient,
+    /// flowsteer is the memif server, testpmd the client (tests/memif.rs has
+    /// the other roles).
+    MemifServer,
+}
+
+/// testpmd (VM side) <-> flowsteer over vhost-user or memif, both ways,
+/// counted.
+fn shared_memory_round_trip(peer: Peer) {
     require(TESTPMD, "dpdk");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -530,17 +573,22 @@ fn vhost_round_trip(flowsteer_vhost: bool) {
     let sock = |n: &str| d.join(format!("{n}.sock")).display().to_string();
     let vhost = |i: usize, s: &str| format!("net_vhost{i},iface={},client=0", sock(s));
     let virtio = |i: usize, s: &str| format!("net_virtio_user{i},path={},queue_size={VRING}", sock(s));
-    let (gen_a, gen_b, fs_a, fs_b) = if flowsteer_vhost {
-        (virtio(0, "a"), virtio(1, "b"), vhost(0, "a"), vhost(1, "b"))
-    } else {
-        (vhost(0, "a"), vhost(1, "b"), virtio(0, "a"), virtio(1, "b"))
+    // 2^12 = VRING slots per memif ring.
+    let memif = |i: usize, s: &str, role: &str| format!("net_memif{i},role={role},socket={},id=0,rsize=12", sock(s));
+    let (gen_a, gen_b, fs_a, fs_b) = match peer {
+        Peer::VhostServer => (virtio(0, "a"), virtio(1, "b"), vhost(0, "a"), vhost(1, "b")),
+        Peer::VirtioUserClient => (vhost(0, "a"), vhost(1, "b"), virtio(0, "a"), virtio(1, "b")),
+        Peer::MemifServer => {
+            (memif(0, "a", "client"), memif(1, "b", "client"), memif(0, "a", "server"), memif(1, "b", "server"))
+        }
     };
+    let flowsteer_serves = peer != Peer::VirtioUserClient;
     let matcher = "{ src: 198.18.0.0/19, proto: udp, dst_port: 9 }";
-    // The server listens first: flowsteer's vhost ports exist once it runs.
-    // flowsteer's virtio rings as large as testpmd's.
+    // The server listens first: flowsteer's ports exist once it runs. Its
+    // rings as large as testpmd's.
     let port = format!(", rx_descriptors: {VRING}, tx_descriptors: {VRING}");
     let start_flowsteer = || flowsteer(d, None, &fs_prefix, (&fs_a, &fs_b), &port, matcher);
-    let mut fs = flowsteer_vhost.then(start_flowsteer);
+    let mut fs = flowsteer_serves.then(start_flowsteer);
     let gen_args: Vec<String> = [
         "--no-huge",
         "-m",
@@ -575,7 +623,7 @@ fn vhost_round_trip(flowsteer_vhost: bool) {
     }
     let mut fs = fs.unwrap();
 
-    // Both links up on testpmd's side (virtio negotiated with the other end).
+    // Both links up on testpmd's side (connected, features negotiated).
     let start = Instant::now();
     loop {
         let info = gen.cmd("show port info all");
@@ -585,7 +633,7 @@ fn vhost_round_trip(flowsteer_vhost: bool) {
         fs.assert_running();
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "vhost-user links not up within 60 s:\n{info}\nflowsteer:\n{}",
+            "links not up within 60 s:\n{info}\nflowsteer:\n{}",
             fs.stderr()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -615,9 +663,9 @@ fn vhost_round_trip(flowsteer_vhost: bool) {
         gen.cmd("stop");
     }
     let stats = gen.port_stats();
-    // The virtio side (the VM) goes first, as when a VM shuts down; testpmd's
+    // The client (the VM) goes first, as when a VM shuts down; testpmd's
     // virtio_user does not survive its vhost-user server going away.
-    let report = if flowsteer_vhost {
+    let report = if flowsteer_serves {
         gen.quit();
         fs.stop()
     } else {
@@ -650,10 +698,15 @@ fn vhost_round_trip(flowsteer_vhost: bool) {
 
 #[test]
 fn busy_poll_net_vhost_in_flowsteer_virtio_user_in_testpmd() {
-    vhost_round_trip(true);
+    shared_memory_round_trip(Peer::VhostServer);
 }
 
 #[test]
 fn busy_poll_net_virtio_user_in_flowsteer_vhost_in_testpmd() {
-    vhost_round_trip(false);
+    shared_memory_round_trip(Peer::VirtioUserClient);
+}
+
+#[test]
+fn busy_poll_net_memif_server_in_flowsteer_client_in_testpmd() {
+    shared_memory_round_trip(Peer::MemifServer);
 }
