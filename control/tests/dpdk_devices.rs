@@ -207,7 +207,7 @@ impl Drop for Proc {
 /// `flowsteer -v run` (in namespace `netns` if given) on a configuration of
 /// two linked dpdk ports `a` and `b` (`port` fields added to both; one
 /// worker on core 1, no hugepages) and a rule steering `matcher` to a pcapng
-/// copy; returns once the devices are open and started. Chain work is never
+/// copy; returns once it runs (its control API is up). Chain work is never
 /// shed (no budget, no backlog rule): every matched packet must be copied,
 /// the counts are exact.
 fn flowsteer(dir: &Path, netns: Option<&str>, prefix: &str, (a, b): (&str, &str), port: &str, matcher: &str) -> Proc {
@@ -259,9 +259,11 @@ rules:
         }
         None => Command::new(BIN),
     };
-    cmd.env_remove("RUST_LOG").arg("-v").arg("run").arg("-c").arg(&cfg);
+    // A control socket of its own: another flowsteer may serve the default one.
+    cmd.env_remove("RUST_LOG").arg("-v").arg("run").arg("-c").arg(&cfg).arg("--socket").arg(dir.join("ctl.sock"));
     let mut fs = Proc::spawn(&mut cmd, dir, "flowsteer", Stdio::null());
-    fs.wait_for("workers register as EAL threads", Duration::from_secs(60));
+    // Devices open and started, workers polling, then the API: running.
+    fs.wait_for("control API on", Duration::from_secs(60));
     fs
 }
 
