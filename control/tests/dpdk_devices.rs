@@ -29,6 +29,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowsteer");
@@ -57,6 +58,13 @@ fn require(path: &str, package: &str) {
 fn unique() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("fd{}{}", std::process::id() % 100_000, (b'a' + N.fetch_add(1, Ordering::Relaxed) as u8) as char)
+}
+
+/// One test at a time also under `cargo test` (threads in one process):
+/// each busy-polls a core and testpmd another. nextest runs them apart anyway.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs a command that must succeed; returns its stdout.
@@ -310,6 +318,7 @@ enum Kernel {
 /// Namespace `ns` <-> flowsteer port a <-> port b <-> namespace: ping and
 /// exactly [`DATAGRAMS`] UDP datagrams across, all counted.
 fn kernel_ports(kind: Kernel, subnet: u8) {
+    let _turn = one_at_a_time();
     require(PYTHON, "python3");
     require(TSHARK, "tshark");
     let id = unique();
@@ -566,6 +575,7 @@ enum Peer {
 /// testpmd (VM side) <-> flowsteer over vhost-user or memif, both ways,
 /// counted.
 fn shared_memory_round_trip(peer: Peer) {
+    let _turn = one_at_a_time();
     require(TESTPMD, "dpdk");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
