@@ -14,8 +14,10 @@ fi
 # Tests that busy-poll a core are serialised by the `busy-poll` test group
 # in .config/nextest.toml; everything else runs in parallel.
 # The suite runs with the DPDK backend built in (DPDK 22.11 from Debian, see
-# scripts/deps.sh); its tests use vdevs (net_ring, net_null, net_pcap, and
-# memif to Debian's dpdk-testpmd in control/tests/memif.rs), no NIC,
+# scripts/deps.sh); its tests use vdevs (net_ring, net_null, net_pcap, memif
+# and vhost-user/virtio_user to Debian's dpdk-testpmd in control/tests/memif.rs
+# and dpdk_devices.rs, net_tap, net_af_packet and net_af_xdp between network
+# namespaces in dpdk_devices.rs), no NIC,
 # and the hugepage test reserves pages with scripts/setup-hugepages.sh and
 # gives them back. The default build (no DPDK) must keep building, and its
 # refusal of dpdk configurations is tested on its own.
