@@ -31,8 +31,10 @@ struct Fixed {
     sinks: Vec<crate::compile::SinkPlan>,
     chains: Vec<chains::ChainSpec>,
     dataplane: (Vec<crate::compile::WorkerPlan>, usize, usize, dataplane::worker::MalformedPolicy, usize, usize),
-    stats_interval: Option<Duration>,
     control: ControlPlan,
+    /// The sections added since (DPDK, guard, watchdog, monitoring budget),
+    /// compared through their debug form: none of them changes at run time.
+    others: [(&'static str, String); 3],
 }
 
 impl Fixed {
@@ -51,8 +53,15 @@ impl Fixed {
                 p.copy_buffers,
                 p.sink_queue,
             ),
-            stats_interval: p.stats_interval,
-            control: p.control.clone(),
+            // The socket and the rate-line interval may come from the command line
+            // (`run --socket`, `--stats-interval`), which the file does not know:
+            // a change in the file takes effect at the next start.
+            control: ControlPlan { socket: Default::default(), ..p.control.clone() },
+            others: [
+                ("dpdk", format!("{:?}", p.dpdk)),
+                ("guard", format!("{:?}", p.guard)),
+                ("dataplane", format!("{:?} {:?} {:?}", p.watchdog, p.worker.monitor_budget, p.worker.overload_bursts)),
+            ],
         }
     }
 
@@ -68,12 +77,12 @@ impl Fixed {
             Some("sinks")
         } else if self.chains != other.chains {
             Some("chains")
-        } else if self.dataplane != other.dataplane || self.stats_interval != other.stats_interval {
+        } else if self.dataplane != other.dataplane {
             Some("dataplane")
         } else if self.control != other.control {
             Some("control")
         } else {
-            None
+            self.others.iter().zip(&other.others).find(|(a, b)| a.1 != b.1).map(|(a, _)| a.0)
         }
     }
 }

@@ -547,6 +547,72 @@ fn busy_poll_lab_chaos_a_full_disk_loses_copies_counted_never_originals() {
     assert_eq!(in_file, written, "the capture holds exactly the copies counted as written");
 }
 
+/// Chaos: a storm of configuration reloads (POST /reload as fast as they
+/// are answered, and the file watcher seeing every write) while 3000
+/// numbered datagrams cross the lab: valid files that change the steered
+/// rule's priority and add or drop another rule alternate with invalid ones
+/// (a rule naming a chain that does not exist). Every original arrives
+/// exactly once, every invalid file is refused with its located error and
+/// keeps the running rules, and the steered rule's counters (kept by name
+/// across generations) explain every copy.
+#[test]
+fn busy_poll_lab_chaos_a_storm_of_reloads_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lab = Lab::up();
+    let cfg = lab.config(d);
+    with_udp_chain(&cfg, "storm", "[ { copy: { to: [file] } } ]");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    assert!(base.contains("priority: 150"), "{base}");
+    let sock = d.join("ctl.sock");
+    let (mut applied, mut refused) = (0u32, 0u32);
+    let (_, report, stderr) = numbered_stream(&lab, d, &cfg, 3000, || {
+        let t = Instant::now();
+        let mut k = 0u32;
+        while t.elapsed() < Duration::from_millis(1800) {
+            let valid = k.is_multiple_of(2);
+            let text = if valid {
+                let extra = if k.is_multiple_of(4) {
+                    "  - name: extra\n    priority: 90\n    match: { proto: tcp, dst_port: 9 }\n    chain: storm\n"
+                } else {
+                    ""
+                };
+                base.replace("priority: 150", &format!("priority: {}", 150 + k % 3))
+                    .replace("rules:\n", &format!("rules:\n{extra}"))
+            } else {
+                base.replace(
+                    "rules:\n",
+                    "rules:\n  - name: broken\n    priority: 95\n    match: { proto: icmp }\n    chain: nowhere\n",
+                )
+            };
+            std::fs::write(&cfg, text).unwrap();
+            let out = Command::new("curl")
+                .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "--unix-socket"])
+                .arg(&sock)
+                .arg("http://localhost/reload")
+                .output()
+                .unwrap();
+            let answer = String::from_utf8_lossy(&out.stdout).to_string();
+            let code = answer.lines().last().unwrap_or_default().to_string();
+            if valid {
+                assert!(code == "200" || code == "202", "a valid reload is applied: {answer}");
+                applied += 1;
+            } else {
+                assert!(code.starts_with('4'), "an invalid file is refused with a 4xx: {answer}");
+                refused += 1;
+            }
+            k += 1;
+        }
+    });
+    assert!(applied >= 5 && refused >= 5, "a storm: {applied} applied, {refused} refused");
+    assert!(stderr.contains("nowhere"), "the refused file's error is logged:\n{stderr}");
+    let (written, lost) = copies_accounted(&report, "udp-7777", "stage 0 copy:", "file");
+    assert_eq!(lost, 0, "reloads cost no copy:\n{report}");
+    let steered = numbers(report.lines().find(|l| l.starts_with("udp-7777 ")).unwrap(), &["udp-7777"])[0];
+    assert_eq!((steered, written), (3000, 3000), "every datagram steered and copied across all generations");
+    assert!(report.contains("dropped 0"), "no original dropped:\n{report}");
+}
+
 /// Chaos: the monitoring tool's interface goes down for a second in the
 /// middle of a stream of 3000 numbered datagrams, then comes back. Every
 /// original arrives; every copy for the tool is sent or counted as lost, and
