@@ -7,6 +7,11 @@
 //! case: every tuple probed), the flow-cache hit that most packets take, and
 //! building a 10,000-rule set. Keys cycle through 1,024 different flows so the
 //! branch predictor cannot learn one key.
+//!
+//! `direct/*` decides the worker's `DIRECT_TUPLES`: rule sets of 1, 2, 4 and
+//! 8 tuples classified directly (every tuple probed: no key matches), beside
+//! a flow-cache lookup over 163,840 flows in a cache sized like the memif
+//! benchmark's (four slots per flow), whose slots are mostly not in CPU cache.
 
 #![deny(unsafe_code)]
 
@@ -192,5 +197,58 @@ fn build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, classify, build);
+/// `tuples` rules with distinct masks (destination prefixes /8 ../32 and a
+/// source prefix), none of which matches [`miss_key`]s.
+fn tuple_rules(tuples: usize) -> Vec<Rule> {
+    (0..tuples)
+        .map(|i| {
+            let prefix = 32 - (i as u8 % 8) * 3;
+            let dst = IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), prefix).unwrap().trunc();
+            let src = (i >= 8).then(|| IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0)), 16).unwrap());
+            Rule {
+                name: format!("t{i}"),
+                priority: (i + 1) as u32,
+                matches: Match { dst_ip: Some(dst), src_ip: src, ..Match::default() },
+                symmetric: false,
+                action: Action::Drop,
+            }
+        })
+        .collect()
+}
+
+fn direct(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dataplane::classify");
+    let mut rng = Rng(9);
+    let misses: Vec<FlowKey> = (0..KEYS).map(|_| miss_key(&mut rng)).collect();
+    for t in [1usize, 2, 4, 8] {
+        let set = RuleSet::new(tuple_rules(t)).unwrap();
+        assert_eq!(set.tuple_count(), t);
+        g.bench_function(format!("direct/{t}_tuples"), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                black_box(set.classify(black_box(&misses[i])))
+            })
+        });
+    }
+    const FLOWS: usize = 163_840;
+    let set = RuleSet::new(tuple_rules(1)).unwrap();
+    let flows: Vec<FlowKey> = (0..FLOWS).map(|_| miss_key(&mut rng)).collect();
+    let mut cache = FlowCache::new(4 * FLOWS);
+    cache.set_generation(1);
+    for k in &flows {
+        cache.lookup(k, |k| set.classify(k).map(|v| v.rule));
+    }
+    g.bench_function("direct/cache_163840_flows", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            // A stride through the flows, as a generator's round robin would.
+            i = (i + 7919) % FLOWS;
+            black_box(cache.lookup(black_box(&flows[i]), |k| set.classify(k).map(|v| v.rule)))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, classify, build, direct);
 criterion_main!(benches);

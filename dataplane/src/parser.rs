@@ -139,24 +139,40 @@ impl Malformed {
 /// inner frame (see the module documentation, "Overlays").
 #[inline]
 pub fn parse(frame: &[u8], in_port: PortId) -> (FlowKey, Option<Malformed>) {
-    let mut key = FlowKey { in_port, ..FlowKey::default() };
+    let mut key = FlowKey::default();
+    let bad = parse_into(frame, in_port, &mut key);
+    (key, bad)
+}
+
+/// [`parse`] writing the key into `key` (whatever it held before), for
+/// callers that keep keys in place: the worker's per-burst array. Built
+/// field by field where it lives, the key is not copied afterwards, and a
+/// later wide read of it never waits on the narrow stores that built it.
+#[inline]
+pub fn parse_into(frame: &[u8], in_port: PortId, key: &mut FlowKey) -> Option<Malformed> {
+    *key = FlowKey { in_port, ..FlowKey::default() };
     let mut decap = Decap { allowed: true, found: None };
-    let outer = parse_l2(frame, &mut key, &mut decap);
+    let outer = parse_l2(frame, key, &mut decap);
     match decap.found {
-        None => (key, outer.err()),
-        Some(t) => parse_tunnelled(t, in_port, outer),
+        None => outer.err(),
+        Some(t) => parse_tunnelled(t, in_port, outer, key),
     }
 }
 
-/// Keys the inner frame of a tunnel; `outer` is how the outer headers
-/// parsed (an outer length error wins: it is what cut the inner frame).
-/// Kept out of line so the flat-network fast path stays small.
+/// Keys the inner frame of a tunnel into `key`; `outer` is how the outer
+/// headers parsed (an outer length error wins: it is what cut the inner
+/// frame). Kept out of line so the flat-network fast path stays small.
 #[inline(never)]
-fn parse_tunnelled(t: Tunnel<'_>, in_port: PortId, outer: Result<(), Malformed>) -> (FlowKey, Option<Malformed>) {
-    let mut key = FlowKey { in_port, vni: t.vni, tunnel: t.kind, ..FlowKey::default() };
+fn parse_tunnelled(
+    t: Tunnel<'_>,
+    in_port: PortId,
+    outer: Result<(), Malformed>,
+    key: &mut FlowKey,
+) -> Option<Malformed> {
+    *key = FlowKey { in_port, vni: t.vni, tunnel: t.kind, ..FlowKey::default() };
     let mut no_nesting = Decap { allowed: false, found: None };
-    let inner = parse_l2(t.inner, &mut key, &mut no_nesting);
-    (key, outer.and(inner).err())
+    let inner = parse_l2(t.inner, key, &mut no_nesting);
+    outer.and(inner).err()
 }
 
 /// An overlay header found behind the outer UDP header.

@@ -2,7 +2,8 @@
 //!
 //! While running: receive a burst from each owned port, parse every packet's
 //! [`FlowKey`], look it up in the per-worker [`FlowCache`] (the published
-//! [`RuleSet`] on a miss), hand matched packets to their chain, stage the
+//! [`RuleSet`] on a miss; a rule set of a few tuples directly, see
+//! [`DIRECT_TUPLES`]), hand matched packets to their chain, stage the
 //! originals per egress port (a link's peer, or where a bridge says: one
 //! port, or a flood to several), then one `tx_burst` per egress port.
 //! Housekeeping (flushing capture writers, heartbeat) runs on a cheap
@@ -27,7 +28,7 @@ use crate::forward::{Bridge, Decision, Forwarding, PortRole};
 use crate::handover::{Handover, Window};
 use crate::monitor::MonitorBudget;
 use crate::packet::{Packet, Pool, PortId};
-use crate::parser::{parse, Malformed};
+use crate::parser::{parse_into, Malformed};
 use crate::port::{Burst, Port};
 use crate::publish::RuleTable;
 use crate::stats::{DropReason, WorkerStats, LINK_DOWN, LINK_UP};
@@ -174,6 +175,9 @@ pub struct Worker<C: Chains> {
     rules: Arc<RuleSet>,
     generation: u64,
     cache: FlowCache,
+    /// Whether the rule set is looked up through `cache`; small ones are
+    /// classified directly ([`uses_flow_cache`]).
+    cached: bool,
     chains: C,
     stats: Arc<WorkerStats>,
     /// When on, every packet is forwarded without classification or chains.
@@ -279,6 +283,7 @@ impl<C: Chains> Worker<C> {
         cache.set_generation(generation);
         Ok(Worker {
             cache,
+            cached: uses_flow_cache(&rules),
             keys: [FlowKey::default(); BURST],
             hashes: [0; BURST],
             bad: [None; BURST],
@@ -422,6 +427,7 @@ impl<C: Chains> Worker<C> {
         if self.table.generation() != self.generation {
             let p = self.table.load();
             self.rules = Arc::clone(&p.rules);
+            self.cached = uses_flow_cache(&self.rules);
             self.generation = p.generation;
             self.cache.set_generation(p.generation);
             self.stats.generation.set(p.generation);
@@ -508,12 +514,11 @@ impl<C: Chains> Worker<C> {
         let st = &*self.stats;
         st.rx.add(burst.len() as u64);
         for (j, pkt) in burst.iter().enumerate() {
-            let (key, bad) = parse(pkt.data(), pkt.meta.port);
-            self.keys[j] = key;
-            self.bad[j] = bad;
+            self.bad[j] = parse_into(pkt.data(), pkt.meta.port, &mut self.keys[j]);
         }
         let classify = !self.rules.is_empty();
-        if classify {
+        let cached = classify && self.cached;
+        if cached {
             for j in 0..burst.len() {
                 let h = FlowCache::hash(&self.keys[j]);
                 self.hashes[j] = h;
@@ -533,9 +538,11 @@ impl<C: Chains> Worker<C> {
                     continue;
                 }
             }
-            let rule = if classify {
+            let rule = if cached {
                 let rules = &self.rules;
                 self.cache.lookup_hashed(&self.keys[j], self.hashes[j], |k| rules.classify(k).map(|v| v.rule))
+            } else if classify {
+                self.rules.classify(&self.keys[j]).map(|v| v.rule)
             } else {
                 None
             };
@@ -799,7 +806,7 @@ impl Staging {
     /// sends it. A flood stages copies from the bridge's pool for all egress
     /// ports but the last, which gets the original; a copy that cannot be made
     /// is counted and skipped, never waited for.
-    #[inline]
+    #[inline(always)]
     fn forward(
         &mut self,
         ports: &mut [Box<dyn Port>],
@@ -809,11 +816,24 @@ impl Staging {
         st: &WorkerStats,
         now: u64,
     ) {
-        let b = match egress {
-            Egress::Link(e) => return stage(&mut self.out, e, ports, pkt, st),
-            Egress::None => return st.drops[DropReason::NoEgress as usize].add(1),
-            Egress::Bridge(b) => b,
-        };
+        match egress {
+            // A link is the common case and a few instructions: inline, no call per packet.
+            Egress::Link(e) => stage(&mut self.out, e, ports, pkt, st),
+            Egress::None => st.drops[DropReason::NoEgress as usize].add(1),
+            Egress::Bridge(b) => self.bridge(ports, b, ingress, pkt, st, now),
+        }
+    }
+
+    /// [`Staging::forward`] through bridge `b`: learn, then unicast, drop or flood.
+    fn bridge(
+        &mut self,
+        ports: &mut [Box<dyn Port>],
+        b: usize,
+        ingress: usize,
+        pkt: Packet,
+        st: &WorkerStats,
+        now: u64,
+    ) {
         let bridge = &mut self.bridges[b];
         match bridge.decide(pkt.data(), ingress, now, &st.bridge) {
             Decision::Unicast(e) => stage(&mut self.out, e, ports, pkt, st),
@@ -849,7 +869,7 @@ impl Staging {
 }
 
 /// Stages a packet for local port `e`, transmitting first if the stage is full.
-#[inline]
+#[inline(always)]
 fn stage(out: &mut [Burst], e: usize, ports: &mut [Box<dyn Port>], pkt: Packet, st: &WorkerStats) {
     if out[e].is_full() {
         transmit(&mut out[e], &mut *ports[e], st);
@@ -866,6 +886,19 @@ fn transmit(out: &mut Burst, port: &mut dyn Port, st: &WorkerStats) {
     if sent < n {
         st.drops[DropReason::TxFull as usize].add((n - sent) as u64);
     }
+}
+
+/// Rule sets of at most this many tuples (distinct masks) skip the flow
+/// cache. Classifying costs one probe per tuple into tables small enough to
+/// stay in L1; a flow-cache lookup costs a hash and two slot reads which,
+/// with as many flows as a host carries, come from L3 or memory (measured:
+/// `cargo bench -p benches --bench classify -- direct`, docs/PERFORMANCE.md).
+pub const DIRECT_TUPLES: usize = 2;
+
+/// Whether a worker should look `rules` up through its flow cache.
+#[inline]
+fn uses_flow_cache(rules: &RuleSet) -> bool {
+    rules.tuple_count() > DIRECT_TUPLES
 }
 
 /// Moves a watched worker's heartbeat on (only the worker writes it).

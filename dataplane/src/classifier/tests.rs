@@ -254,6 +254,32 @@ fn many_disjoint_rules_of_one_priority_validate() {
     assert_eq!(hit(&set, &key("1.1.1.1", "10.7.208.9", 1, 1)), None);
 }
 
+#[test]
+fn small_tuples_are_searched_key_by_key_and_large_ones_hashed_alike() {
+    // One tuple (/32 destinations) of n keys, n on both sides of the linear-search limit:
+    // every key hits its own rule, its neighbours miss, as the naive scan says.
+    for n in [1u32, 2, 8, 9, 40] {
+        let rules: Vec<Rule> = (0..n)
+            .map(|i| {
+                rule(
+                    &format!("h{i}"),
+                    i + 1,
+                    Match { dst_ip: net(&format!("10.0.0.{}/32", 2 * i)), ..Match::default() },
+                )
+            })
+            .collect();
+        let set = RuleSet::new(rules.clone()).unwrap();
+        assert_eq!(set.tuple_count(), 1);
+        for i in 0..n {
+            let k = key("1.1.1.1", &format!("10.0.0.{}", 2 * i), 1, 1);
+            assert_eq!(hit(&set, &k), Some(format!("h{i}").as_str()), "{n} keys");
+            assert_eq!(set.classify(&k), naive::classify(&rules, &k));
+            let miss = key("1.1.1.1", &format!("10.0.0.{}", 2 * i + 1), 1, 1);
+            assert_eq!(hit(&set, &miss), None, "{n} keys");
+        }
+    }
+}
+
 // ---- property tests: the compiled classifier agrees with the naive scan ----
 
 /// Small value domains so that rules and keys collide often.

@@ -6,7 +6,9 @@
 //! a source and a destination range gets the product). Pieces with the same
 //! mask share a *tuple*: one hash table keyed by `key & mask`. A lookup masks
 //! the packed key once per tuple and probes one hash table, so its cost grows
-//! with the number of distinct masks, not with the number of rules.
+//! with the number of distinct masks, not with the number of rules. A tuple
+//! of a few keys (up to [`LINEAR`]) is a short array compared key by key
+//! instead: cheaper than hashing, and the common shape of a steering config.
 //!
 //! Tuples are sorted by the highest priority they hold; the search stops as
 //! soon as the best match so far is at least that priority, which is what
@@ -101,6 +103,12 @@ impl Packed {
     }
 
     /// True when the two ternary patterns agree wherever both care.
+    /// Equality as an XOR fold: `==` on the arrays compiles to a call to memcmp.
+    #[inline]
+    fn same(&self, other: &Packed) -> bool {
+        self.0.iter().zip(other.0).fold(0, |d, (a, b)| d | (a ^ b)) == 0
+    }
+
     #[inline]
     fn compatible(&self, mask: &Packed, other: &Packed, other_mask: &Packed) -> bool {
         self.0.iter().zip(mask.0).zip(other.0.iter().zip(other_mask.0)).all(|((a, ma), (b, mb))| (a ^ b) & ma & mb == 0)
@@ -231,12 +239,31 @@ struct Slot {
     verdict: Verdict,
 }
 
+/// Tuples with at most this many masked keys are searched by comparing
+/// them one by one: a few 64-byte compares cost less than hashing the key
+/// and probing a table, and steering configs have many small tuples.
+const LINEAR: usize = 8;
+
 /// All pieces sharing one mask.
 #[derive(Debug)]
 struct Tuple {
     mask: Packed,
     max_priority: u32,
+    /// The masked keys of a tuple with more than [`LINEAR`] of them.
     table: HashMap<Packed, Slot>,
+    /// The masked keys of a smaller tuple (then `table` is empty).
+    few: Box<[(Packed, Slot)]>,
+}
+
+impl Tuple {
+    /// The entry for `masked` (a key under this tuple's mask), if any.
+    #[inline]
+    fn get(&self, masked: &Packed) -> Option<&Slot> {
+        if self.few.is_empty() {
+            return self.table.get(masked);
+        }
+        self.few.iter().find(|(k, _)| k.same(masked)).map(|(_, s)| s)
+    }
 }
 
 /// The compiled classifier: tuples in decreasing order of their best priority.
@@ -260,6 +287,7 @@ impl TupleSpace {
                         mask: t.mask,
                         max_priority: priority,
                         table: HashMap::new(),
+                        few: Box::default(),
                     });
                     tuple.max_priority = tuple.max_priority.max(priority);
                     let slot = Slot { priority, verdict };
@@ -280,6 +308,9 @@ impl TupleSpace {
         let mut tuples: Vec<Tuple> = by_mask.into_values().collect();
         tuples.sort_by_key(|t| std::cmp::Reverse(t.max_priority));
         for t in &mut tuples {
+            if t.table.len() <= LINEAR {
+                t.few = t.table.drain().collect();
+            }
             t.table.shrink_to_fit();
         }
         TupleSpace { tuples }
@@ -298,7 +329,7 @@ impl TupleSpace {
                     break;
                 }
             }
-            if let Some(s) = t.table.get(&packed.and(&t.mask)) {
+            if let Some(s) = t.get(&packed.and(&t.mask)) {
                 if !matches!(best, Some(b) if b.priority >= s.priority) {
                     best = Some(*s);
                 }
