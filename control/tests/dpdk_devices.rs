@@ -25,17 +25,16 @@
 //! busy-poll a core: `busy_poll` in their names makes nextest run them alone.
 #![cfg(feature = "dpdk")]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flowsteer");
-const TESTPMD: &str = "/usr/bin/dpdk-testpmd";
 const PYTHON: &str = "/usr/bin/python3";
-const TSHARK: &str = "/usr/bin/tshark";
 /// UDP datagrams sent across the kernel-facing ports.
 const DATAGRAMS: u64 = 200;
 /// testpmd's txonly engine sends bursts of 32; 64 bursts per port and round
@@ -45,13 +44,6 @@ const BURST: u64 = 32;
 const BURSTS: u64 = 64;
 const ROUNDS: u64 = 3;
 const VRING: u32 = 4096;
-
-fn require(path: &str, package: &str) {
-    assert!(
-        Path::new(path).is_file(),
-        "{path} is required by this test and was not found; install it (apt-get install {package}) — this test does not skip"
-    );
-}
 
 /// A name of this test's own, short enough for interface names (15 bytes):
 /// `fd<pid><n>`.
@@ -108,106 +100,6 @@ impl Drop for Link {
     fn drop(&mut self) {
         if Path::new("/sys/class/net").join(&self.0).exists() {
             let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-        }
-    }
-}
-
-/// Removes the DPDK runtime directories of these file prefixes on drop.
-/// Declared before the processes so that it is dropped after them.
-struct DpdkFiles(Vec<String>);
-
-impl Drop for DpdkFiles {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{p}"));
-        }
-    }
-}
-
-/// A process whose stdout and stderr go to files; killed (SIGKILL) and
-/// reaped by PID on drop unless it has already been reaped.
-struct Proc {
-    child: Child,
-    what: String,
-    out: PathBuf,
-    err: PathBuf,
-    reaped: bool,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command, dir: &Path, tag: &str, stdin: Stdio) -> Proc {
-        let (out, err) = (dir.join(format!("{tag}.out")), dir.join(format!("{tag}.err")));
-        let what = format!("{cmd:?}");
-        let child = cmd
-            .stdin(stdin)
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Proc { child, what, out, err, reaped: false }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Fails the test when the process has exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            self.reaped = true;
-            panic!("{} exited early ({st})\nstdout:\n{}\nstderr:\n{}", self.what, self.stdout(), self.stderr());
-        }
-    }
-
-    /// Waits until `text` shows in stderr (or stdout).
-    fn wait_for(&mut self, text: &str, limit: Duration) {
-        let start = Instant::now();
-        while !self.stderr().contains(text) && !self.stdout().contains(text) {
-            self.assert_running();
-            assert!(start.elapsed() < limit, "{}: no `{text}` within {limit:?}\n{}", self.what, self.stderr());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits (at most `limit`) for the exit; returns the exit code.
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                self.reaped = true;
-                return st.code();
-            }
-            assert!(
-                start.elapsed() < limit,
-                "{} did not exit within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                self.what,
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGINT by PID, then the clean exit and flowsteer's final report.
-    fn stop(mut self) -> String {
-        let st = Command::new("/bin/kill").arg("-INT").arg(self.child.id().to_string()).status().expect("run kill");
-        assert!(st.success(), "kill -INT {} failed", self.child.id());
-        let code = self.wait(Duration::from_secs(20));
-        let report = self.stdout();
-        assert_eq!(code, Some(0), "{} exit {code:?}\nstdout:\n{report}\nstderr:\n{}", self.what, self.stderr());
-        report
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -273,36 +165,6 @@ rules:
     // Devices open and started, workers polling, then the API: running.
     fs.wait_for("control API on", Duration::from_secs(60));
     fs
-}
-
-/// flowsteer's final report: per port (rx, tx, rx-drop + tx-drop), by name.
-fn report_port(report: &str, name: &str) -> (u64, u64, u64) {
-    let line = report
-        .lines()
-        .skip_while(|l| !l.starts_with("port "))
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no port {name} in the report:\n{report}"));
-    let f: Vec<u64> = line.split_whitespace().skip(1).take(6).map(|x| x.parse().unwrap()).collect();
-    (f[0], f[3], f[2] + f[5])
-}
-
-/// The number after `word` on the report line starting with `start`.
-fn report_value(report: &str, start: &str, word: &str) -> u64 {
-    let line =
-        report.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no `{start}` line in\n{report}"));
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let at = f.iter().position(|w| *w == word).unwrap_or_else(|| panic!("no `{word}` in `{line}`"));
-    f[at + 1].trim_end_matches(',').parse().unwrap_or_else(|_| panic!("`{word}` in `{line}` is not a number"))
-}
-
-/// The packets of a rule: its row in the report's rule table.
-fn report_rule(report: &str, rule: &str) -> u64 {
-    let line = report
-        .lines()
-        .skip_while(|l| !l.starts_with("rule "))
-        .find(|l| l.split_whitespace().next() == Some(rule))
-        .unwrap_or_else(|| panic!("no rule {rule} in the report:\n{report}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// How the kernel-facing test reaches its namespaces.
@@ -481,82 +343,6 @@ fn busy_poll_net_af_packet_ping_and_udp_between_namespaces() {
 #[test]
 fn busy_poll_net_af_xdp_ping_and_udp_between_namespaces() {
     kernel_ports(Kernel::AfXdp, 83);
-}
-
-/// An interactive `dpdk-testpmd -i` driven over its stdin: each command's
-/// output is what it prints up to the next prompt.
-struct Testpmd {
-    proc: Proc,
-    stdin: Option<ChildStdin>,
-    prompts: usize,
-}
-
-const PROMPT: &str = "testpmd> ";
-
-impl Testpmd {
-    fn start(args: &[String], dir: &Path) -> Testpmd {
-        // Line-buffered: testpmd writes its prompt straight to the terminal
-        // but command output through stdio, which a file would buffer.
-        let mut cmd = Command::new("stdbuf");
-        cmd.arg("-oL").arg(TESTPMD).args(args);
-        let mut proc = Proc::spawn(&mut cmd, dir, "testpmd", Stdio::piped());
-        let stdin = proc.child.stdin.take();
-        let mut t = Testpmd { proc, stdin, prompts: 0 };
-        t.wait_prompt(Duration::from_secs(60));
-        t
-    }
-
-    fn wait_prompt(&mut self, limit: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            let out = self.proc.stdout();
-            let n = out.matches(PROMPT).count();
-            if n > self.prompts {
-                self.prompts = n;
-                let from = out[..out.rfind(PROMPT).unwrap()].rfind(PROMPT).map_or(0, |i| i + PROMPT.len());
-                return out[from..].to_string();
-            }
-            self.proc.assert_running();
-            assert!(
-                start.elapsed() < limit,
-                "testpmd: no prompt within {limit:?}\nstdout:\n{out}\nstderr:\n{}",
-                self.proc.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Runs one command; returns what it printed.
-    fn cmd(&mut self, line: &str) -> String {
-        let stdin = self.stdin.as_mut().expect("testpmd stdin");
-        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to testpmd");
-        self.wait_prompt(Duration::from_secs(30))
-    }
-
-    /// `show port stats all`: per port, (RX-packets, TX-packets, RX-missed + RX-errors + TX-errors).
-    fn port_stats(&mut self) -> Vec<(u64, u64, u64)> {
-        let out = self.cmd("show port stats all");
-        let field = |block: &str, name: &str| -> u64 {
-            let at = block.find(name).unwrap_or_else(|| panic!("no {name} in\n{block}"));
-            block[at + name.len()..].split_whitespace().next().unwrap().parse().unwrap()
-        };
-        out.split("NIC statistics for port")
-            .skip(1)
-            .map(|b| {
-                let errors = field(b, "RX-missed:") + field(b, "RX-errors:") + field(b, "TX-errors:");
-                (field(b, "RX-packets:"), field(b, "TX-packets:"), errors)
-            })
-            .collect()
-    }
-
-    /// Quits (closing stdin after the command) and waits for a clean exit.
-    fn quit(mut self) {
-        let mut stdin = self.stdin.take().expect("testpmd stdin");
-        let _ = writeln!(stdin, "quit").and_then(|()| stdin.flush());
-        drop(stdin);
-        let code = self.proc.wait(Duration::from_secs(30));
-        assert_eq!(code, Some(0), "testpmd quit: exit {code:?}\n{}", self.proc.stderr());
-    }
 }
 
 /// Which end of a shared-memory interface flowsteer is.
