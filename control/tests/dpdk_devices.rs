@@ -440,26 +440,7 @@ fn shared_memory_round_trip(peer: Peer) {
     std::thread::sleep(Duration::from_millis(500));
 
     let per_round = BURSTS * BURST;
-    for round in 1..=ROUNDS {
-        gen.cmd(&format!("start tx_first {BURSTS}"));
-        let want = round * per_round;
-        let start = Instant::now();
-        loop {
-            let s = gen.port_stats();
-            assert_eq!(s.len(), 2, "two ports: {s:?}");
-            if s.iter().all(|&(rx, tx, _)| rx == want && tx == want) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "round {round}: want {want} packets sent and received on each port, testpmd has (rx, tx, errors) {s:?}\nflowsteer:\n{}",
-                fs.stderr()
-            );
-            fs.assert_running();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        gen.cmd("stop");
-    }
+    gen.rounds(BURSTS, ROUNDS, &mut fs);
     let stats = gen.port_stats();
     // The client (the VM) goes first, as when a VM shuts down; testpmd's
     // virtio_user does not survive its vhost-user server going away.

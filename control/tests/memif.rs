@@ -181,28 +181,8 @@ rules:
         assert!(used >= 128, "flowsteer was to map 128 hugepages, the free count went down by {used}");
     }
 
-    // Rounds: send, then wait until everything sent has come back.
     let per_round = BURSTS * BURST;
-    for round in 1..=ROUNDS {
-        gen.cmd(&format!("start tx_first {BURSTS}"));
-        let want = round * per_round;
-        let start = Instant::now();
-        loop {
-            let s = gen.port_stats();
-            assert_eq!(s.len(), 2, "two ports: {s:?}");
-            if s.iter().all(|&(rx, tx, _)| rx == want && tx == want) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "round {round}: want {want} packets sent and received on each port, testpmd has (rx, tx, errors) {s:?}\nflowsteer:\n{}",
-                fs.stderr()
-            );
-            fs.assert_running();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        gen.cmd("stop");
-    }
+    gen.rounds(BURSTS, ROUNDS, &mut fs);
     let stats = gen.port_stats();
 
     fs.signal("-INT");

@@ -262,6 +262,33 @@ impl Testpmd {
             .collect()
     }
 
+    /// `rounds` rounds of `start tx_first <bursts>` (bursts of 32 on each
+    /// port), each waited for until every packet sent so far came back (RX
+    /// equal to TX on both ports) through `fs`, which must keep running.
+    pub fn rounds(&mut self, bursts: u64, rounds: u64, fs: &mut Proc) {
+        let per_round = bursts * 32;
+        for round in 1..=rounds {
+            self.cmd(&format!("start tx_first {bursts}"));
+            let want = round * per_round;
+            let start = Instant::now();
+            loop {
+                let s = self.port_stats();
+                assert_eq!(s.len(), 2, "two ports: {s:?}");
+                if s.iter().all(|&(rx, tx, _)| rx == want && tx == want) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "round {round}: want {want} packets sent and received on each port, testpmd has (rx, tx, errors) {s:?}\nflowsteer:\n{}",
+                    fs.stderr()
+                );
+                fs.assert_running();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            self.cmd("stop");
+        }
+    }
+
     /// Quits and waits for a clean exit.
     pub fn quit(mut self) {
         let _ = self.cmd_no_prompt("quit");
