@@ -14,6 +14,11 @@
 #   scripts/bench-memif.sh [SECONDS_PER_SCENARIO]     (default 5)
 #   FLOWS=81920 scripts/bench-memif.sh               (flows; a multiple of 10 * 2^k)
 #   ONLY=testpmd-io scripts/bench-memif.sh           (one scenario)
+#   ONLY=testpmd-io,no-match ROUNDS=3 scripts/bench-memif.sh
+#                                  (scenarios interleaved 3 times; each figure
+#                                   is the median of its rounds: on a shared
+#                                   host whose speed drifts, a ratio of
+#                                   interleaved medians is steadier)
 #   KEEP=1 scripts/bench-memif.sh                    (keep the logs and configs)
 #
 # Layout (two cores): the generator is one testpmd process in `flowgen` mode
@@ -36,8 +41,13 @@ cd "$(dirname "$0")/.."
 secs=${1:-5}
 flows=${FLOWS:-81920}
 only=${ONLY:-}
+rounds=${ROUNDS:-1}
 pages=768 # generator 256 MB + testpmd 256 MB or flowsteer 512 MB, 2 MB each
 
+if ! [[ "$rounds" =~ ^[1-9][0-9]*$ ]]; then
+  echo "bench-memif: ROUNDS must be a positive integer, got '$rounds'" >&2
+  exit 2
+fi
 if ! [[ "$secs" =~ ^[1-9][0-9]*$ ]]; then
   echo "bench-memif: SECONDS must be a positive integer, got '$secs'" >&2
   exit 2
@@ -202,11 +212,12 @@ rx_mpps() {
   echo "$blocks" | sort -n | awk '$1 > 0 { v[++n] = $1 } END { if (n == 0) print 0; else printf "%.2f\n", v[int((n + 1) / 2)] / 1e6 }'
 }
 
-declare -A mpps
+declare -A mpps rounds_mpps
 scenarios=(testpmd-io no-match copy-10pct copy-100pct)
+for round in $(seq "$rounds"); do
 for name in "${scenarios[@]}"; do
-  [[ -z "$only" || "$only" == "$name" ]] || continue
-  echo "== $name: ${secs}s, $flows flows, generator core 0, device under test core 1"
+  [[ -z "$only" || ",$only," == *",$name,"* ]] || continue
+  echo "== $name: ${secs}s, $flows flows, generator core 0, device under test core 1 (round $round of $rounds)"
   start_generator "$name"
   start_dut "$name"
   wait_traffic "$work/gen-$name.txt"
@@ -231,6 +242,12 @@ for name in "${scenarios[@]}"; do
     tail -20 "$work/dut-$name.txt" >&2
     exit 1
   fi
+  rounds_mpps[$name]="${rounds_mpps[$name]:-} ${mpps[$name]}"
+done
+done
+# Each scenario's figure: the median of its rounds.
+for name in "${!rounds_mpps[@]}"; do
+  mpps[$name]=$(echo ${rounds_mpps[$name]} | tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
 done
 
 echo "== summary (same run; 64-byte frames, $flows flows, both directions)"
@@ -238,8 +255,10 @@ ref=${mpps[testpmd-io]:-}
 for name in "${scenarios[@]}"; do
   [[ -n "${mpps[$name]:-}" ]] || continue
   if [[ -n "$ref" && "$name" != testpmd-io ]]; then
-    printf "%-12s %7.2f Mpps   ratio to testpmd io: %.2f\n" "$name" "${mpps[$name]}" "$(echo "${mpps[$name]} $ref" | awk '{ print $1 / $2 }')"
+    printf "%-12s %7.2f Mpps   ratio to testpmd io: %.2f" "$name" "${mpps[$name]}" "$(echo "${mpps[$name]} $ref" | awk '{ print $1 / $2 }')"
   else
-    printf "%-12s %7.2f Mpps\n" "$name" "${mpps[$name]}"
+    printf "%-12s %7.2f Mpps" "$name" "${mpps[$name]}"
   fi
+  if ((rounds > 1)); then printf "   (rounds:%s)" "${rounds_mpps[$name]}"; fi
+  echo
 done
