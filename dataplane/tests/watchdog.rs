@@ -267,11 +267,19 @@ mod watchdog {
             stall.store(t >= Duration::from_millis(200) && t < Duration::from_millis(500), Ordering::Relaxed);
         });
         rig.stop();
-        assert_eq!(arrivals.all_once(), 0, "nothing overtook anything: the worker alone forwarded");
+        assert_eq!(arrivals.all_once(), 0, "nothing overtook anything, nothing was lost or doubled");
         let x = &rig.state.workers[0];
-        assert_eq!(x.engagements.load(Ordering::Relaxed), 1);
-        assert_eq!(x.stuck_holding_ports.load(Ordering::Relaxed), 1, "the stall inside rx_burst is reported");
-        assert_eq!(x.forwarder.rx.get(), 0, "the forwarder never had the ports");
-        assert_eq!(x.failbacks.load(Ordering::Relaxed), 1);
+        let engaged = x.engagements.load(Ordering::Relaxed);
+        if engaged == 1 {
+            assert_eq!(x.stuck_holding_ports.load(Ordering::Relaxed), 1, "the stall inside rx_burst is reported");
+            assert_eq!(x.forwarder.rx.get(), 0, "the forwarder never had the ports");
+        } else {
+            // A loaded host (the vCPU stolen for 100 ms) can trip the watchdog again outside the
+            // stall, between rounds, when the ports are free: the forwarder then takes them, in
+            // order. The stall itself is still reported as stuck holding the ports.
+            assert!(engaged > 1, "the stall engages the watchdog");
+            assert!(x.stuck_holding_ports.load(Ordering::Relaxed) >= 1, "the stall inside rx_burst is reported");
+        }
+        assert_eq!(x.failbacks.load(Ordering::Relaxed), engaged, "every engagement failed back");
     }
 }
