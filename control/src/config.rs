@@ -177,7 +177,8 @@ pub struct DataplaneCfg {
     /// Packets per receive burst (1..=32).
     #[serde(default = "default_burst")]
     pub burst: Spanned<u32>,
-    /// Entries in each worker's exact-match flow cache.
+    /// Entries in each worker's exact-match flow cache. Rule sets of one or
+    /// two tuples (distinct match shapes) are classified without it.
     #[serde(default = "default_flow_cache")]
     pub flow_cache: Spanned<u32>,
     /// Buffers for copies, shared by all chains (a copy that finds none is dropped and counted).
