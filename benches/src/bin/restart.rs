@@ -1021,8 +1021,8 @@ fn report(args: &Args, shared: &Shared, s: &Stream, first: &Start, trials: &[Tri
     println!(
         "restart: mode {} trials {} resumed {resumed} lost {lost_all} duplicates {dup_all} reordered {reord_all} copies_resumed {copies_ok} harness_pid {} flowsteer_pids {}",
         args.mode.name(),
-        std::process::id(),
         trials.len(),
+        std::process::id(),
         std::iter::once(first.pid).chain(trials.iter().map(|t| t.start.pid)).map(|p| p.to_string()).collect::<Vec<_>>().join(",")
     );
     let _ = std::io::stdout().flush();
