@@ -392,9 +392,16 @@ mod running {
                     cfg.vdevs.push(p.device.clone());
                 }
             }
+            // Start-up phases are logged with their durations: after a crash, the
+            // restart's outage on vhost-user and memif ports is mostly this (docs/RELIABILITY.md).
+            let t = std::time::Instant::now();
             let eal = Eal::init(&cfg).map_err(|e| RuntimeError::Usage(format!("dpdk: {e}")))?;
+            log::info!("dpdk: EAL initialised in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+            let t = std::time::Instant::now();
             let pool = Mempool::new(&eal, "flowsteer", d.mbufs, d.mbuf_cache, d.data_room)
                 .map_err(|e| RuntimeError::Usage(format!("dpdk: {e}")))?;
+            log::info!("dpdk: mempool of {} mbufs created in {:.1} ms", d.mbufs, t.elapsed().as_secs_f64() * 1e3);
+            let t = std::time::Instant::now();
             let mut devices = Vec::new();
             for p in &plan.ports {
                 let Some(dp) = &p.dpdk else {
@@ -412,6 +419,7 @@ mod running {
                 };
                 devices.push(Some(EthDev::open(&eal, &pool, name.name(), &dc).map_err(|e| port_err(&p.name, e))?));
             }
+            log::info!("dpdk: ports started in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
             let share = ShareLimit::new(d.share_limit(plan.copy_buffers));
             log::info!(
                 "dpdk: {} mbufs of {} bytes, {} kept for rings and caches, up to {} refcount clones for copies; workers register as EAL threads",

@@ -330,7 +330,10 @@ fn start(
                 .map_err(|e| RuntimeError::Sink { sink: q.name().to_string(), message: e.to_string() })?,
         );
     }
+    let t = Instant::now();
     let copy_pool = Pool::new(plan.copy_buffers, MAX_FRAME);
+    // A start-up phase: part of every restart's outage (docs/RELIABILITY.md).
+    log::info!("copy pool of {} buffers created in {:.1} ms", plan.copy_buffers, t.elapsed().as_secs_f64() * 1e3);
     let table = RuleTable::new(Arc::clone(&plan.rules));
     let bypass = Arc::new(Bypass::new());
     // With a guard configured, nothing is forwarded until the heartbeat knows whether a bypass is in place.
