@@ -17,11 +17,12 @@ fi
 # scripts/deps.sh); its tests use vdevs (net_ring, net_null, net_pcap, memif
 # and vhost-user/virtio_user to Debian's dpdk-testpmd in control/tests/memif.rs
 # and dpdk_devices.rs, net_tap, net_af_packet and net_af_xdp between network
-# namespaces in dpdk_devices.rs), no NIC,
-# and the hugepage test reserves pages with scripts/setup-hugepages.sh and
+# namespaces in dpdk_devices.rs; a crash and supervised restart over memif
+# and vhost-user in dpdk_restart.rs, with the benches crate's `restart`
+# harness), no NIC, and the hugepage test reserves pages with scripts/setup-hugepages.sh and
 # gives them back. The default build (no DPDK) must keep building, and its
 # refusal of dpdk configurations is tested on its own.
-features=dataplane/dpdk,chains/dpdk,control/dpdk
+features=dataplane/dpdk,chains/dpdk,control/dpdk,benches/dpdk
 cargo build --workspace --all-targets --quiet
 log=$(mktemp /tmp/flowsteer-test.XXXXXX)
 trap 'rm -f "$log"' EXIT

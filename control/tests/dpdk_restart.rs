@@ -15,17 +15,14 @@
 //! run them alone.
 #![cfg(feature = "dpdk")]
 
+mod common;
+
+use common::{require, root, Proc, BIN, TSHARK};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flowsteer");
-const TSHARK: &str = "/usr/bin/tshark";
 const TRIALS: usize = 3;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 /// Builds the restart harness (the benches crate's `restart` binary, behind
 /// its `dpdk` feature) and returns its path.
@@ -59,7 +56,7 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 }
 
 fn restarts_busy_poll(mode: &str) {
-    assert!(Path::new(TSHARK).is_file(), "{TSHARK} is required (apt-get install tshark) — this test does not skip");
+    require(TSHARK, "tshark");
     let exe = harness();
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
@@ -133,37 +130,24 @@ fn vhost_user_restart_after_kill_busy_poll() {
 fn restart_harness_interrupted_busy_poll() {
     let exe = harness();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(&exe)
-        .args(["--mode", "memif", "--trials", "50", "--no-huge", "--flowsteer", BIN, "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the harness");
+    let mut cmd = Command::new(&exe);
+    cmd.args(["--mode", "memif", "--trials", "50", "--no-huge", "--flowsteer", BIN, "--dir"]).arg(dir.path());
+    // Killed by PID on drop, also when an assertion below fails.
+    let mut harness = Proc::spawn(&mut cmd, dir.path(), "harness", Stdio::null());
     // Until flowsteer has been started at least twice (one kill).
     let t = Instant::now();
     while !dir.path().join("flowsteer-1.log").exists() && t.elapsed() < Duration::from_secs(60) {
+        harness.assert_running();
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(dir.path().join("flowsteer-1.log").exists(), "no restart within 60 s");
-    let st = Command::new("/bin/kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
-    assert!(st.success());
-    let t = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the harness did not exit within 30 s of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success(), "an interrupted run reports failure");
-    let prefix = format!("fsrf{}", child.id());
+    harness.signal("-INT");
+    let code = harness.wait(Duration::from_secs(30));
+    assert_ne!(code, Some(0), "an interrupted run reports failure");
+    let pid = harness.id();
+    let prefix = format!("fsrf{pid}");
     assert!(!Path::new(&format!("/var/run/dpdk/{prefix}")).exists(), "{prefix} runtime directory left");
-    assert!(!Path::new(&format!("/var/run/dpdk/fsrp{}", child.id())).exists(), "peer runtime directory left");
+    assert!(!Path::new(&format!("/var/run/dpdk/fsrp{pid}")).exists(), "peer runtime directory left");
     let procs = Command::new("pgrep").args(["-f", &dir.path().display().to_string()]).output().unwrap();
     assert!(procs.stdout.is_empty(), "processes of the run are left: {}", String::from_utf8_lossy(&procs.stdout));
 }

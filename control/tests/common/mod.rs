@@ -123,6 +123,11 @@ impl Proc {
         Proc { child, what, out, err, reaped: false }
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
