@@ -1056,9 +1056,14 @@ fn busy_poll_run_starts_without_a_sink_that_cannot_open() {
             // backoff, if the worker started that late) lets an original through with its copy,
             // which is then lost and counted.
             let closed = 34 - forwarded;
-            assert!(closed > 0, "{}", out.stdout);
+            // All 34 arrive in one or two bursts: on a loaded host the worker may reach them
+            // only while the sink is being retried, and then all pass; the retry shows as the
+            // sink's write error.
+            assert!(closed > 0 || out.stdout.contains("sink ids: written 0 errors 1 "), "{}", out.stdout);
             assert!(out.stdout.contains(&format!("closed-drops {closed}")), "{}", out.stdout);
-            assert!(out.stdout.contains(&format!("chain_closed {closed}")), "{}", out.stdout);
+            if closed > 0 {
+                assert!(out.stdout.contains(&format!("chain_closed {closed}")), "{}", out.stdout);
+            }
             assert!(out.stdout.contains("copies: lost 34 "), "every copy is accounted for:\n{}", out.stdout);
         }
     }
