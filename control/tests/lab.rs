@@ -471,13 +471,17 @@ fn numbers(line: &str, fields: &[&str]) -> Vec<u64> {
 }
 
 /// Every copy the chain was asked for is written or counted as lost: the
-/// copy stage's `in` is the steered datagrams, `in = out + shed + dropped +
-/// errors`, and the sink's `out = written + errors + lost-down + queued`.
-/// Returns (written, lost).
+/// steered datagrams are the copy stage's `in` plus what the worker shed
+/// before the chain ran (monitoring budget, overload: "chains shed"; a
+/// worker descheduled inside its chain block charges that time to the
+/// budget), `in = out + shed + dropped + errors`, and the sink's
+/// `out = written + errors + lost-down + queued`. Returns (written, lost).
 fn copies_accounted(report: &str, rule: &str, stage: &str, sink: &str) -> (u64, u64) {
     let steered = numbers(report.lines().find(|l| l.starts_with(&format!("{rule} "))).unwrap(), &[rule])[0];
     let st = numbers(report.lines().find(|l| l.contains(stage)).unwrap(), &["in", "out", "shed", "dropped", "errors"]);
-    assert_eq!(st[0], steered, "the chain saw every steered datagram:\n{report}");
+    let shed_line = report.lines().find_map(|l| l.split_once("chains shed:")).map(|(_, rest)| rest).unwrap();
+    let shed: u64 = numbers(shed_line, &["budget", "overload"]).iter().sum();
+    assert_eq!(st[0] + shed, steered, "the chain saw every steered datagram the worker did not shed:\n{report}");
     assert_eq!(st[0], st[1] + st[2] + st[3] + st[4], "copy stage: in = out + shed + dropped + errors:\n{report}");
     let line = report.lines().find(|l| l.starts_with(&format!("sink {sink}:"))).unwrap();
     let sk = numbers(line, &["written", "errors", "lost-down", "queued"]);
@@ -486,7 +490,7 @@ fn copies_accounted(report: &str, rule: &str, stage: &str, sink: &str) -> (u64, 
         sk[0] + sk[1] + sk[2] + sk[3],
         "sink: enqueued = written + errors + lost-down + queued:\n{report}"
     );
-    (sk[0], st[2] + st[3] + st[4] + sk[1] + sk[2] + sk[3])
+    (sk[0], shed + st[2] + st[3] + st[4] + sk[1] + sk[2] + sk[3])
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.

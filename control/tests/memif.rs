@@ -189,7 +189,7 @@ rules:
     let code = fs.wait(Duration::from_secs(20));
     let report = fs.stdout();
     assert_eq!(code, Some(0), "flowsteer exit {code:?}\nstdout:\n{report}\nstderr:\n{}", fs.stderr());
-    gen.quit();
+    gen.quit_after_peer_left();
 
     let total = 2 * ROUNDS * per_round;
     let steered = total / 8;
