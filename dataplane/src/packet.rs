@@ -41,12 +41,10 @@ enum Backing {
     /// A heap buffer (a `Box<[u8]>` given up with `into_raw`), returned to
     /// its pool on drop, or freed when it has none.
     Heap(Option<Arc<Pool>>),
-    /// A DPDK mbuf reference, and the limit a shared clone counts against.
+    /// A DPDK mbuf reference (where its data is, the packet keeps), and the
+    /// limit a shared clone counts against.
     #[cfg(feature = "dpdk")]
-    Mbuf(dpdk::Segment, Option<Arc<ShareLimit>>),
-    /// Nothing: the buffer was handed on (to a DPDK transmit queue).
-    #[cfg(feature = "dpdk")]
-    Taken,
+    Mbuf(dpdk::Mbuf, Option<Arc<ShareLimit>>),
 }
 
 /// One packet: a buffer, the length of the valid data in it, and metadata.
@@ -92,7 +90,7 @@ impl Packet {
     #[inline]
     pub fn from_mbuf(seg: dpdk::Segment, meta: Meta) -> Packet {
         let (ptr, len, cap) = (seg.data(), seg.len(), seg.room());
-        Packet { ptr, len, cap, meta, backing: Backing::Mbuf(seg, None) }
+        Packet { ptr, len, cap, meta, backing: Backing::Mbuf(seg.into_mbuf(), None) }
     }
 
     /// A reference-counted clone of an mbuf-backed packet: the same bytes,
@@ -102,13 +100,13 @@ impl Packet {
     #[inline]
     pub fn share(&self, limit: Option<&Arc<ShareLimit>>) -> Option<Packet> {
         #[cfg(feature = "dpdk")]
-        if let Backing::Mbuf(seg, _) = &self.backing {
+        if let Backing::Mbuf(mbuf, _) = &self.backing {
             if let Some(l) = limit {
                 if !l.acquire() {
                     return None;
                 }
             }
-            let backing = Backing::Mbuf(seg.share(), limit.cloned());
+            let backing = Backing::Mbuf(mbuf.clone(), limit.cloned());
             return Some(Packet { ptr: self.ptr, len: self.len, cap: 0, meta: self.meta, backing });
         }
         let _ = limit;
@@ -126,19 +124,25 @@ impl Packet {
     /// packet itself back when it is not mbuf-backed (it must be copied).
     #[cfg(feature = "dpdk")]
     #[inline]
-    pub fn into_segment(mut self) -> Result<(dpdk::Segment, u32), Packet> {
-        if !self.is_mbuf() {
-            return Err(self);
-        }
-        match std::mem::replace(&mut self.backing, Backing::Taken) {
-            Backing::Mbuf(seg, limit) => {
+    pub fn into_mbuf(self) -> Result<(dpdk::Mbuf, u32), Packet> {
+        // Taken apart without running Drop: the backing moves out whole, so
+        // handing an mbuf to a device costs no drop call per packet.
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used for its backing again, so
+        // the backing read here has exactly one owner, as it had before.
+        #[allow(unsafe_code)]
+        let backing = unsafe { std::ptr::read(&this.backing) };
+        match backing {
+            Backing::Mbuf(mbuf, limit) => {
                 // The clone leaves the copy budget for the device's ring, which is sized apart.
                 if let Some(l) = limit {
                     l.release();
                 }
-                Ok((seg, self.len))
+                Ok((mbuf, this.len))
             }
-            _ => unreachable!("checked above"),
+            heap @ Backing::Heap(_) => {
+                Err(Packet { ptr: this.ptr, len: this.len, cap: this.cap, meta: this.meta, backing: heap })
+            }
         }
     }
 
@@ -161,7 +165,7 @@ impl Packet {
         match &self.backing {
             Backing::Heap(_) => self.cap as usize,
             #[cfg(feature = "dpdk")]
-            Backing::Mbuf(seg, _) if !seg.mbuf().is_shared() => self.cap as usize,
+            Backing::Mbuf(mbuf, _) if !mbuf.is_shared() => self.cap as usize,
             #[cfg(feature = "dpdk")]
             _ => 0,
         }
@@ -419,6 +423,13 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Packets are moved by value at every step of a burst (receive, stage,
+    /// transmit): their size is a per-packet cost, so it must not creep up.
+    #[test]
+    fn packet_fits_in_48_bytes() {
+        assert!(std::mem::size_of::<Packet>() <= 48, "Packet is {} bytes", std::mem::size_of::<Packet>());
+    }
 
     #[test]
     fn pool_recycles_buffers_on_drop() {

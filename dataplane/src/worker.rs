@@ -9,7 +9,13 @@
 //! Housekeeping (flushing capture writers, heartbeat) runs on a cheap
 //! iteration counter, never on a clock read per packet.
 //!
-//! A burst's originals are decided in order; unmatched ones are staged at
+//! Every packet's fate is decided first (a verdict pass), before any packet
+//! moves. A burst whose packets all go the same way unchanged (no rule
+//! matched, none dropped) over a link is then transmitted as it is, behind
+//! whatever was staged for that port: one bulk action, as testpmd's io mode
+//! does, with no packet moved one by one.
+//!
+//! Otherwise a burst's originals are staged in order; unmatched ones are staged at
 //! once until the first packet with a chain, which is held with everything
 //! after it. The held packets' chains then run as one timed block (see
 //! [`crate::monitor`]: the monitoring share, the budget and overload
@@ -193,6 +199,8 @@ pub struct Worker<C: Chains> {
     keys: [FlowKey; BURST],
     hashes: [u64; BURST],
     bad: [Option<Malformed>; BURST],
+    /// Each packet's fate, decided before any packet moves.
+    fates: [Fate; BURST],
     /// Originals of the burst being processed, from its first packet with a
     /// chain on, in order; for those with a chain (chain, rule, index into
     /// `keys`); the chains' verdicts.
@@ -287,6 +295,7 @@ impl<C: Chains> Worker<C> {
             keys: [FlowKey::default(); BURST],
             hashes: [0; BURST],
             bad: [None; BURST],
+            fates: [Fate::Forward; BURST],
             held: Burst::new(),
             held_by: [None; BURST],
             chained: false,
@@ -526,15 +535,16 @@ impl<C: Chains> Worker<C> {
             }
         }
 
-        let egress = self.egress[i];
-        let now = self.burst_time(egress);
+        // Verdict pass: every packet's fate, decided in place; nothing moves yet.
         let mut unmatched = 0u64;
         let mut matched = 0u64;
-        for (j, pkt) in burst.drain(..).enumerate() {
+        let mut uniform = true;
+        for (j, pkt) in burst.iter().enumerate() {
             if let Some(reason) = self.bad[j] {
                 st.malformed[reason as usize].add(1);
                 if self.cfg.malformed == MalformedPolicy::Drop {
-                    st.drops[DropReason::Malformed as usize].add(1);
+                    self.fates[j] = Fate::Drop(DropReason::Malformed);
+                    uniform = false;
                     continue;
                 }
             }
@@ -549,17 +559,11 @@ impl<C: Chains> Worker<C> {
             let Some((rule, action)) = rule.and_then(|r| self.rules.rules().get(r as usize).map(|x| (r, x.action)))
             else {
                 unmatched += 1;
-                if self.chained {
-                    // Behind a packet waiting for its chain: wait too, to keep the order.
-                    self.held_by[self.held.len()] = None;
-                    // Cannot fail: `held` has room for a whole burst.
-                    let _ = self.held.try_push(pkt);
-                } else {
-                    self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
-                }
+                self.fates[j] = Fate::Forward;
                 continue;
             };
             matched += 1;
+            uniform = false;
             // Counted, and shown to the chain, under the rule's counter slot: its identity
             // across rule-set generations (rule ids change from one set to the next).
             let slot = self.rules.slot(rule);
@@ -567,17 +571,38 @@ impl<C: Chains> Worker<C> {
                 rc.packets.add(1);
                 rc.bytes.add(pkt.len() as u64);
             }
-            match action {
-                Action::Drop => st.drops[DropReason::RuleDrop as usize].add(1),
-                Action::Chain(chain) => {
+            self.fates[j] = match action {
+                Action::Drop => Fate::Drop(DropReason::RuleDrop),
+                Action::Chain(chain) => Fate::Chain(chain, slot),
+            };
+        }
+        st.unmatched.add(unmatched);
+        st.matched.add(matched);
+
+        let egress = self.egress[i];
+        if uniform {
+            // One bulk action: every packet of the burst goes the same way, unchanged.
+            self.forward_all(i, egress, burst);
+            return;
+        }
+        let now = self.burst_time(egress);
+        for (j, pkt) in burst.drain(..).enumerate() {
+            match self.fates[j] {
+                Fate::Drop(reason) => st.drops[reason as usize].add(1),
+                Fate::Forward if self.chained => {
+                    // Behind a packet waiting for its chain: wait too, to keep the order.
+                    self.held_by[self.held.len()] = None;
+                    // Cannot fail: `held` has room for a whole burst.
+                    let _ = self.held.try_push(pkt);
+                }
+                Fate::Forward => self.tx.forward(&mut self.ports, egress, i, pkt, st, now),
+                Fate::Chain(chain, slot) => {
                     self.held_by[self.held.len()] = Some((chain, slot, j));
                     self.chained = true;
                     let _ = self.held.try_push(pkt);
                 }
             }
         }
-        st.unmatched.add(unmatched);
-        st.matched.add(matched);
         if self.chained {
             self.chained = false;
             // Chains are where a stall is likeliest: a watched worker's ports wait in the slot
@@ -677,7 +702,23 @@ impl<C: Chains> Worker<C> {
         let n = burst.len() as u64;
         st.rx.add(n);
         st.bypassed.add(n);
-        let egress = self.egress[i];
+        self.forward_all(i, self.egress[i], burst);
+    }
+
+    /// Forwards a whole burst received on local port `i` as it is. Over a
+    /// link the burst is transmitted at once, behind anything already staged
+    /// for that port: one bulk action, no packet moved one by one. Through a
+    /// bridge every frame is decided on its own.
+    #[inline]
+    fn forward_all(&mut self, i: usize, egress: Egress, burst: &mut Burst) {
+        let st = &*self.stats;
+        if let Egress::Link(e) = egress {
+            if !self.tx.out[e].is_empty() {
+                transmit(&mut self.tx.out[e], &mut *self.ports[e], st);
+            }
+            transmit(burst, &mut *self.ports[e], st);
+            return;
+        }
         let now = self.burst_time(egress);
         for pkt in burst.drain(..) {
             self.tx.forward(&mut self.ports, egress, i, pkt, st, now);
@@ -791,6 +832,17 @@ impl<C: Chains> Worker<C> {
     pub fn generation(&self) -> u64 {
         self.generation
     }
+}
+
+/// What the verdict pass decided for one packet of a burst.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    /// Forward the original (no rule matched, or the rule's chain comes later).
+    Forward,
+    /// Drop it, counted under this reason.
+    Drop(DropReason),
+    /// Run this chain on it, counted under this rule slot; the original waits.
+    Chain(ChainId, RuleId),
 }
 
 /// Packets staged for transmission, per local port, and the bridges whose

@@ -328,7 +328,7 @@ fn pump(peer: &mut Peer, shared: &Shared, rate: u64, expected: u64) -> Stream {
                 frame[PAYLOAD + 8..PAYLOAD + 16].copy_from_slice(&seq.to_be_bytes());
                 let Some(mut seg) = peer.pool.alloc() else { break };
                 let len = seg.fill(&frame).unwrap_or(0) as u32;
-                if tx.push(seg, len).is_err() {
+                if tx.push(seg.into_mbuf(), len).is_err() {
                     break;
                 }
             }

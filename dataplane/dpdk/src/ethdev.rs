@@ -462,15 +462,15 @@ impl Default for TxBurst {
 }
 
 impl TxBurst {
-    /// Adds an mbuf to send with `len` bytes of data (which it must hold);
-    /// gives it back when the burst is full.
+    /// Adds an mbuf to send with `len` bytes of data (cut to what the mbuf
+    /// can hold when it is sent); gives it back when the burst is full.
     #[inline]
-    pub fn push(&mut self, seg: Segment, len: u32) -> Result<(), Segment> {
+    pub fn push(&mut self, mbuf: Mbuf, len: u32) -> Result<(), Mbuf> {
         if self.n == MAX_BURST {
-            return Err(seg);
+            return Err(mbuf);
         }
-        self.lens[self.n] = len.min(seg.room());
-        self.mbufs[self.n] = seg.into_mbuf().into_raw();
+        self.lens[self.n] = len;
+        self.mbufs[self.n] = mbuf.into_raw();
         self.n += 1;
         Ok(())
     }
@@ -521,7 +521,7 @@ impl TxQueue {
         }
         // SAFETY: this thread owns the queue; entries 0..n are owned mbufs,
         // whose ownership passes to the device or (unsent) back to the pool;
-        // lens[i] is at most the room of mbufs[i] (push clamps it).
+        // the shim cuts each length to its mbuf's room before the device reads it.
         let sent = unsafe {
             ffi::fs_tx_burst(self.dev.port, self.queue, burst.mbufs.as_mut_ptr(), burst.lens.as_ptr(), burst.n as u16)
         };

@@ -65,7 +65,7 @@ fn ring_loopback_null_rx_clones_and_pool_accounting() {
         assert_eq!(seg.fill(&f), Some(f.len()));
         let len = if i == 2 { 64 } else { f.len() };
         want.push(f[..len].to_vec());
-        assert!(tx.push(seg, len as u32).is_ok());
+        assert!(tx.push(seg.into_mbuf(), len as u32).is_ok());
     }
     assert_eq!(pool.in_use(), 3);
     assert_eq!(txq.tx_burst(&mut tx), 3);
@@ -95,12 +95,25 @@ fn ring_loopback_null_rx_clones_and_pool_accounting() {
     drop(seg);
     assert_eq!(pool.in_use(), 0, "every received mbuf went back: {}", pool.in_use());
 
+    // A length past the end of the buffer is cut to the mbuf's room on
+    // transmit: the device never reads beyond the buffer.
+    let mut seg = pool.alloc().unwrap();
+    let room = seg.room() as usize;
+    assert_eq!(seg.fill(&frame(9, 60)), Some(60));
+    assert!(tx.push(seg.into_mbuf(), u32::MAX).is_ok());
+    assert_eq!(txq.tx_burst(&mut tx), 1);
+    assert_eq!(rxq.rx_burst(&mut rx, 32), 1);
+    let long = rx.next().unwrap();
+    assert_eq!((long.len() as usize, &long.bytes()[..60]), (room, &frame(9, 60)[..]));
+    drop(long);
+    assert_eq!(pool.in_use(), 0);
+
     // A full tx burst gives the mbuf back; dropping a burst frees what it holds.
     let mut full = TxBurst::default();
     while !full.is_full() {
-        assert!(full.push(pool.alloc().unwrap(), 60).is_ok());
+        assert!(full.push(pool.alloc().unwrap().into_mbuf(), 60).is_ok());
     }
-    assert!(full.push(pool.alloc().unwrap(), 60).is_err());
+    assert!(full.push(pool.alloc().unwrap().into_mbuf(), 60).is_err());
     drop(full);
     assert_eq!(pool.in_use(), 0);
 

@@ -150,13 +150,13 @@ impl Port for DpdkPort {
         let mut sent = 0;
         for pkt in burst.drain(..) {
             let len = pkt.len() as u64;
-            let (seg, n) = match pkt.into_segment() {
-                Ok(s) => s,
+            let (mbuf, n) = match pkt.into_mbuf() {
+                Ok(m) => m,
                 Err(heap) => match self.pool.alloc() {
                     Some(mut seg) => {
                         let n = seg.fill(heap.data()).unwrap_or(0) as u32;
                         self.copied_in.fetch_add(1, Ordering::Relaxed);
-                        (seg, n)
+                        (seg.into_mbuf(), n)
                     }
                     None => {
                         self.stats.tx_dropped += 1;
@@ -165,10 +165,10 @@ impl Port for DpdkPort {
                 },
             };
             self.stats.tx_bytes += len;
-            if let Err(seg) = self.tx_scratch.push(seg, n) {
+            if let Err(mbuf) = self.tx_scratch.push(mbuf, n) {
                 sent += self.flush_tx();
                 // Cannot fail: the scratch burst was just emptied.
-                let _ = self.tx_scratch.push(seg, n);
+                let _ = self.tx_scratch.push(mbuf, n);
             }
         }
         sent + self.flush_tx()

@@ -51,13 +51,13 @@ macro_rules! ports {
     ($name:ident) => {
         impl<T: AsRef<[u8]>> $name<T> {
             /// Source port.
-            #[inline]
+            #[inline(always)]
             pub fn src_port(&self) -> u16 {
                 be16(self.buffer.as_ref(), port_field::SRC_PORT)
             }
 
             /// Destination port.
-            #[inline]
+            #[inline(always)]
             pub fn dst_port(&self) -> u16 {
                 be16(self.buffer.as_ref(), port_field::DST_PORT)
             }
