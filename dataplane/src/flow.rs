@@ -153,25 +153,41 @@ pub fn ip_to_key_bytes(ip: IpAddr) -> [u8; 16] {
     }
 }
 
+/// An address field as two big-endian words (high, low): words 0-1 (source)
+/// and 2-3 (destination) of [`FlowKey::address_words`].
+#[inline]
+pub(crate) fn ip_words(ip: &[u8; 16]) -> [u64; 2] {
+    let v = u128::from_be_bytes(*ip);
+    [(v >> 64) as u64, v as u64]
+}
+
+/// A MAC address in the low 48 bits of a word.
+#[inline]
+fn mac_word(m: MacAddr) -> u64 {
+    let [a, b, c, d, e, f] = m.0;
+    u64::from_be_bytes([0, 0, a, b, c, d, e, f])
+}
+
 impl FlowKey {
     /// Addresses, MACs, ingress port and EtherType packed into six words, the
     /// same way for the classifier's masked keys and the flow cache's slots.
     #[inline]
     pub(crate) fn address_words(&self) -> [u64; 6] {
-        let mac48 = |m: MacAddr| {
-            let [a, b, c, d, e, f] = m.0;
-            u64::from_be_bytes([0, 0, a, b, c, d, e, f])
-        };
-        let s = u128::from_be_bytes(self.src_ip);
-        let d = u128::from_be_bytes(self.dst_ip);
-        [
-            (s >> 64) as u64,
-            s as u64,
-            (d >> 64) as u64,
-            d as u64,
-            mac48(self.src_mac) << 16 | u64::from(self.in_port),
-            mac48(self.dst_mac) << 16 | u64::from(self.ethertype),
-        ]
+        let [s0, s1] = ip_words(&self.src_ip);
+        let [d0, d1] = ip_words(&self.dst_ip);
+        [s0, s1, d0, d1, self.src_mac_word(), self.dst_mac_word()]
+    }
+
+    /// Word 4 of [`FlowKey::address_words`]: source MAC and ingress port.
+    #[inline]
+    pub(crate) fn src_mac_word(&self) -> u64 {
+        mac_word(self.src_mac) << 16 | u64::from(self.in_port)
+    }
+
+    /// Word 5 of [`FlowKey::address_words`]: destination MAC and EtherType.
+    #[inline]
+    pub(crate) fn dst_mac_word(&self) -> u64 {
+        mac_word(self.dst_mac) << 16 | u64::from(self.ethertype)
     }
 
     /// The key of the reverse direction: addresses and ports swapped; the

@@ -15,7 +15,7 @@
 //! makes a hit on a high-priority rule cheap even with thousands of rules.
 
 use super::{Match, PortRange, Verdict};
-use crate::flow::{FlowKey, MacAddr};
+use crate::flow::{ip_words, FlowKey, MacAddr};
 use hashbrown::HashMap;
 use ipnet::IpNet;
 use std::hash::{Hash, Hasher};
@@ -77,20 +77,41 @@ impl Packed {
     /// whose fields are masks.
     #[inline]
     pub(crate) fn from_key(k: &FlowKey) -> Packed {
-        let [w0, w1, w2, w3, w4, w5] = k.address_words();
-        Packed([
-            w0,
-            w1,
-            w2,
-            w3,
-            w4,
-            w5,
-            u64::from(k.outer_vlan) << 48
+        Packed::from_key_words(k, Words::ALL)
+    }
+
+    /// Packs the words of `k` in `words`, leaving the others zero: a lookup
+    /// only needs the words some mask of the tuple space uses.
+    #[inline]
+    fn from_key_words(k: &FlowKey, words: Words) -> Packed {
+        let mut p = [0u64; WORDS];
+        if words.any(0b11) {
+            [p[0], p[1]] = ip_words(&k.src_ip);
+        }
+        if words.any(0b1100) {
+            [p[2], p[3]] = ip_words(&k.dst_ip);
+        }
+        if words.any(1 << 4) {
+            p[4] = k.src_mac_word();
+        }
+        if words.any(1 << 5) {
+            p[5] = k.dst_mac_word();
+        }
+        if words.any(1 << 6) {
+            p[6] = u64::from(k.outer_vlan) << 48
                 | u64::from(k.inner_vlan) << 32
                 | u64::from(k.src_port) << 16
-                | u64::from(k.dst_port),
-            u64::from(k.vni) << 32 | u64::from(k.proto) << 8 | u64::from(k.ip_version),
-        ])
+                | u64::from(k.dst_port);
+        }
+        if words.any(1 << 7) {
+            p[7] = u64::from(k.vni) << 32 | u64::from(k.proto) << 8 | u64::from(k.ip_version);
+        }
+        Packed(p)
+    }
+
+    /// The words this pattern (a mask) is not zero in.
+    fn words(&self) -> Words {
+        Words(self.0.iter().enumerate().filter(|(_, w)| **w != 0).fold(0, |b, (i, _)| b | 1 << i))
     }
 
     #[inline]
@@ -102,16 +123,37 @@ impl Packed {
         Packed(out)
     }
 
-    /// True when the two ternary patterns agree wherever both care.
-    /// Equality as an XOR fold: `==` on the arrays compiles to a call to memcmp.
+    /// True when `self` (a masked key of a tuple) is `key` under `mask`,
+    /// comparing only the words in `words` (where `mask` is not zero).
     #[inline]
-    fn same(&self, other: &Packed) -> bool {
-        self.0.iter().zip(other.0).fold(0, |d, (a, b)| d | (a ^ b)) == 0
+    fn matches(&self, key: &Packed, mask: &Packed, words: Words) -> bool {
+        let mut d = 0;
+        for i in 0..WORDS {
+            if words.any(1 << i) {
+                d |= (key.0[i] & mask.0[i]) ^ self.0[i];
+            }
+        }
+        d == 0
     }
 
+    /// True when the two ternary patterns agree wherever both care.
     #[inline]
     fn compatible(&self, mask: &Packed, other: &Packed, other_mask: &Packed) -> bool {
         self.0.iter().zip(mask.0).zip(other.0.iter().zip(other_mask.0)).all(|((a, ma), (b, mb))| (a ^ b) & ma & mb == 0)
+    }
+}
+
+/// A set of the eight words of a [`Packed`] key, one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Words(u8);
+
+impl Words {
+    const ALL: Words = Words(u8::MAX);
+
+    /// True when any of the words in `bits` is in the set.
+    #[inline(always)]
+    fn any(self, bits: u8) -> bool {
+        self.0 & bits != 0
     }
 }
 
@@ -248,6 +290,8 @@ const LINEAR: usize = 8;
 #[derive(Debug)]
 struct Tuple {
     mask: Packed,
+    /// The words `mask` is not zero in: the only ones a lookup compares.
+    words: Words,
     max_priority: u32,
     /// The masked keys of a tuple with more than [`LINEAR`] of them.
     table: HashMap<Packed, Slot>,
@@ -256,13 +300,13 @@ struct Tuple {
 }
 
 impl Tuple {
-    /// The entry for `masked` (a key under this tuple's mask), if any.
+    /// The entry `key` falls in under this tuple's mask, if any.
     #[inline]
-    fn get(&self, masked: &Packed) -> Option<&Slot> {
+    fn get(&self, key: &Packed) -> Option<&Slot> {
         if self.few.is_empty() {
-            return self.table.get(masked);
+            return self.table.get(&key.and(&self.mask));
         }
-        self.few.iter().find(|(k, _)| k.same(masked)).map(|(_, s)| s)
+        self.few.iter().find(|(k, _)| k.matches(key, &self.mask, self.words)).map(|(_, s)| s)
     }
 }
 
@@ -270,6 +314,8 @@ impl Tuple {
 #[derive(Debug, Default)]
 pub(crate) struct TupleSpace {
     tuples: Vec<Tuple>,
+    /// Every word some tuple's mask uses: the only ones a lookup packs.
+    words: Words,
 }
 
 impl TupleSpace {
@@ -285,6 +331,7 @@ impl TupleSpace {
                     let t = base.with_ports(src, dst);
                     let tuple = by_mask.entry(t.mask).or_insert_with(|| Tuple {
                         mask: t.mask,
+                        words: t.mask.words(),
                         max_priority: priority,
                         table: HashMap::new(),
                         few: Box::default(),
@@ -313,13 +360,14 @@ impl TupleSpace {
             }
             t.table.shrink_to_fit();
         }
-        TupleSpace { tuples }
+        let words = Words(tuples.iter().fold(0, |b, t| b | t.words.0));
+        TupleSpace { tuples, words }
     }
 
     /// Highest-priority verdict for `key`.
     #[inline]
     pub(crate) fn classify(&self, key: &FlowKey) -> Option<Verdict> {
-        let packed = Packed::from_key(key);
+        let packed = Packed::from_key_words(key, self.words);
         let mut best: Option<Slot> = None;
         for t in &self.tuples {
             if let Some(b) = best {
@@ -329,7 +377,7 @@ impl TupleSpace {
                     break;
                 }
             }
-            if let Some(s) = t.get(&packed.and(&t.mask)) {
+            if let Some(s) = t.get(&packed) {
                 if !matches!(best, Some(b) if b.priority >= s.priority) {
                     best = Some(*s);
                 }
