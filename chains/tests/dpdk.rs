@@ -60,7 +60,7 @@ fn mbuf_copies_are_bounded_clones_and_the_pool_refills() {
     for i in 0..4u8 {
         let mut seg = pool.alloc().unwrap();
         seg.fill(&frame(i)).unwrap();
-        tx.push(seg, 200).unwrap();
+        tx.push(seg.into_mbuf(), 200).unwrap();
     }
     assert_eq!(txq.tx_burst(&mut tx), 4);
     let mut rx = RxBurst::default();
