@@ -9,7 +9,10 @@
 #   copy-10pct     flowsteer, a tenth of the flows steered into a copy chain
 #   copy-100pct    flowsteer, every packet steered and copied
 #
-# and prints each one's Mpps and flowsteer's ratio to testpmd io.
+# and prints each one's Mpps and flowsteer's ratio to testpmd io, then each
+# one's best second and the ratio of those (the capacity each showed while
+# the host ran at full speed: on shared VMs the whole host, testpmd io
+# included, sometimes runs at a third of its speed for seconds at a time).
 #
 #   scripts/bench-memif.sh [SECONDS_PER_SCENARIO]     (default 5)
 #   FLOWS=81920 scripts/bench-memif.sh               (flows; a multiple of 10 * 2^k)
