@@ -205,12 +205,18 @@ wait_traffic() {
   exit 1
 }
 
+# The generator's per-second FIELD (Rx-pps or Tx-pps), both ports summed: one
+# line per stats block.
+per_second() { # FIELD FILE
+  awk -v f="$1:" '$1 == f { s += $2; n++; if (n % 2 == 0) { print s; s = 0 } }' "$2"
+}
+
 # The generator's received Mpps: per stats block, Rx-pps of both ports summed;
 # blocks before traffic (zero) and the first one with traffic (partial) are
 # skipped (unless it is the only one); the median of the rest.
 rx_mpps() {
   local blocks
-  blocks=$(awk '/Rx-pps:/ { s += $2; n++; if (n % 2 == 0) { print s; s = 0 } }' "$1" | awk '$1 > 0')
+  blocks=$(per_second Rx-pps "$1" | awk '$1 > 0')
   if (($(echo "$blocks" | wc -l) > 1)); then blocks=$(echo "$blocks" | tail -n +2); fi
   echo "$blocks" | sort -n | awk '$1 > 0 { v[++n] = $1 } END { if (n == 0) print 0; else printf "%.2f\n", v[int((n + 1) / 2)] / 1e6 }'
 }
@@ -218,8 +224,7 @@ rx_mpps() {
 # The generator's best second (Mpps): on a host whose speed drifts, the
 # capacity a device showed, next to the median.
 rx_best() {
-  awk '/Rx-pps:/ { s += $2; n++; if (n % 2 == 0) { print s; s = 0 } }' "$1" |
-    sort -n | awk '{ v = $1 } END { printf "%.2f\n", v / 1e6 }'
+  per_second Rx-pps "$1" | sort -n | awk '{ v = $1 } END { printf "%.2f\n", v / 1e6 }'
 }
 
 declare -A mpps rounds_mpps best
@@ -243,8 +248,7 @@ for name in "${scenarios[@]}"; do
   mpps[$name]=$(rx_mpps "$work/gen-$name.txt")
   b=$(rx_best "$work/gen-$name.txt")
   best[$name]=$(echo "${best[$name]:-0} $b" | awk '{ print ($2 > $1) ? $2 : $1 }')
-  offered=$(awk '/Tx-pps:/ { s += $2; n++; if (n % 2 == 0) { print s; s = 0 } }' "$work/gen-$name.txt" |
-    awk '$1 > 0' | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (NR ? v[int((NR + 1) / 2)] : 0) / 1e6 }')
+  offered=$(per_second Tx-pps "$work/gen-$name.txt" | awk '$1 > 0' | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (NR ? v[int((NR + 1) / 2)] : 0) / 1e6 }')
   echo "   received ${mpps[$name]} Mpps (best second $b; generator sent $offered Mpps)"
   if [[ "$name" != testpmd-io ]]; then
     grep -E '^(total|copies|sink)' "$work/dut-$name.txt" | sed 's/^/   /' || true

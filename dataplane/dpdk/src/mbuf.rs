@@ -146,13 +146,6 @@ impl Segment {
         &self.mbuf
     }
 
-    /// Another reference to the same mbuf and bytes (a refcount clone: no
-    /// copy, no allocation). Both are read-only while shared.
-    #[inline]
-    pub fn share(&self) -> Segment {
-        Segment { mbuf: self.mbuf.clone(), data: self.data, len: self.len, room: self.room }
-    }
-
     /// The mbuf, giving up the data pointer.
     pub fn into_mbuf(self) -> Mbuf {
         self.mbuf
