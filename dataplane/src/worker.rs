@@ -28,7 +28,7 @@
 
 use crate::bypass::Bypass;
 use crate::cache::FlowCache;
-use crate::classifier::{Action, ChainId, RuleId, RuleSet};
+use crate::classifier::{Action, ChainId, RuleId, RuleSet, Verdict};
 use crate::flow::FlowKey;
 use crate::forward::{Bridge, Decision, Forwarding, PortRole};
 use crate::handover::{Handover, Window};
@@ -198,6 +198,8 @@ pub struct Worker<C: Chains> {
     /// parse failures. Owned by the worker so no burst allocates or clears them.
     keys: [FlowKey; BURST],
     hashes: [u64; BURST],
+    /// Verdicts of a burst classified directly (no flow cache).
+    classified: [Option<Verdict>; BURST],
     bad: [Option<Malformed>; BURST],
     /// Each packet's fate, decided before any packet moves.
     fates: [Fate; BURST],
@@ -294,6 +296,7 @@ impl<C: Chains> Worker<C> {
             cached: uses_flow_cache(&rules),
             keys: [FlowKey::default(); BURST],
             hashes: [0; BURST],
+            classified: [None; BURST],
             bad: [None; BURST],
             fates: [Fate::Forward; BURST],
             held: Burst::new(),
@@ -514,9 +517,11 @@ impl<C: Chains> Worker<C> {
 
     /// Classifies one received burst and stages the originals for transmission.
     ///
-    /// Three passes over the burst: parse every packet's key, hash the keys
-    /// and prefetch their flow-cache slots, then decide each packet's fate.
-    /// Splitting the passes lets the cache misses of the whole burst overlap.
+    /// Three passes over the burst: parse every packet's key; hash the keys
+    /// and prefetch their flow-cache slots (or, for a rule set classified
+    /// directly, classify the whole burst in one call); then decide each
+    /// packet's fate. Splitting the passes lets the cache misses of the whole
+    /// burst overlap, and keeps each loop small.
     /// With `overloaded`, the port has a backlog: chain work is shed.
     #[inline]
     fn process(&mut self, i: usize, burst: &mut Burst, overloaded: bool) {
@@ -533,6 +538,8 @@ impl<C: Chains> Worker<C> {
                 self.hashes[j] = h;
                 self.cache.prefetch(h);
             }
+        } else if classify {
+            self.rules.classify_burst(&self.keys[..burst.len()], &mut self.classified);
         }
 
         // Verdict pass: every packet's fate, decided in place; nothing moves yet.
@@ -548,16 +555,17 @@ impl<C: Chains> Worker<C> {
                     continue;
                 }
             }
-            let rule = if cached {
+            let verdict = if cached {
                 let rules = &self.rules;
-                self.cache.lookup_hashed(&self.keys[j], self.hashes[j], |k| rules.classify(k).map(|v| v.rule))
+                let rule =
+                    self.cache.lookup_hashed(&self.keys[j], self.hashes[j], |k| rules.classify(k).map(|v| v.rule));
+                rule.and_then(|r| rules.rules().get(r as usize).map(|x| (r, x.action)))
             } else if classify {
-                self.rules.classify(&self.keys[j]).map(|v| v.rule)
+                self.classified[j].map(|v| (v.rule, v.action))
             } else {
                 None
             };
-            let Some((rule, action)) = rule.and_then(|r| self.rules.rules().get(r as usize).map(|x| (r, x.action)))
-            else {
+            let Some((rule, action)) = verdict else {
                 unmatched += 1;
                 self.fates[j] = Fate::Forward;
                 continue;

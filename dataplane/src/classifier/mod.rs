@@ -391,6 +391,13 @@ impl RuleSet {
         self.tss.classify(key)
     }
 
+    /// [`RuleSet::classify`] for every key of a burst: `out[j]` is the
+    /// verdict for `keys[j]` (`out` must be at least as long as `keys`). Cheaper per packet than one call each.
+    #[inline]
+    pub fn classify_burst(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) {
+        self.tss.classify_burst(keys, out);
+    }
+
     /// The rules, indexed by [`RuleId`].
     pub fn rules(&self) -> &[Rule] {
         &self.rules

@@ -525,6 +525,53 @@ fn agree(set: &RuleSet, k: &FlowKey) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `classify_burst` gives the naive verdict for every key, in bursts of up
+/// to 32 keys as the worker passes them.
+fn agree_in_bursts(set: &RuleSet, keys: &[FlowKey]) -> Result<(), TestCaseError> {
+    for burst in keys.chunks(crate::BURST) {
+        let mut out = [Some(Verdict { rule: u32::MAX, action: Action::Drop }); crate::BURST];
+        set.classify_burst(burst, &mut out);
+        for (k, v) in burst.iter().zip(out) {
+            prop_assert_eq!(v, naive::classify(set.rules(), k), "key {:?} in a burst of {}", k, burst.len());
+        }
+    }
+    Ok(())
+}
+
+/// Rule sets of one shape (the same fields, the same prefix lengths: one
+/// tuple, the case `classify_burst` has loops of its own for), 1 to 12
+/// rules (above 8 the tuple is hashed), distinct priorities.
+fn one_shape_rules() -> impl Strategy<Value = Vec<Rule>> {
+    let shape = (any::<bool>(), 0usize..7, 0u8..=32, 0u8..=32);
+    shape.prop_flat_map(|(v6, shape, src_len, dst_len)| {
+        let scale = move |l: u8| if v6 { l * 4 } else { l };
+        let one = (addr(v6), addr(v6), prop::sample::select(vec![6u8, 17]), any_port(), any_port(), small_mac());
+        prop::collection::vec(one, 1..=12).prop_map(move |vals| {
+            vals.into_iter()
+                .enumerate()
+                .map(|(i, (src, dst, proto, sport, dport, mac))| {
+                    let src = Some(IpNet::new(src, scale(src_len)).unwrap());
+                    let dst = Some(IpNet::new(dst, scale(dst_len)).unwrap());
+                    let l4 = (Some(proto), Some(PortRange::single(sport)), Some(PortRange::single(dport)));
+                    let m = Match::default();
+                    let m = match shape {
+                        0 => Match { dst_ip: dst, ..m },
+                        1 => Match { src_ip: src, ..m },
+                        2 => Match { src_ip: src, dst_ip: dst, ..m },
+                        3 => Match { proto: l4.0, src_port: l4.1, dst_port: l4.2, ..m },
+                        4 => Match { dst_ip: dst, proto: l4.0, dst_port: l4.2, ..m },
+                        5 => Match { src_ip: src, dst_ip: dst, proto: l4.0, src_port: l4.1, dst_port: l4.2, ..m },
+                        // Any other shape: the loop that packs every word.
+                        _ => Match { dst_mac: Some(mac), vlan: Some(1), proto: l4.0, ..m },
+                    };
+                    // Priorities distinct (5 and 13 are coprime) and not in insertion order.
+                    rule(&format!("r{i}"), (i as u32 * 5 + 3) % 13, m)
+                })
+                .collect()
+        })
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -545,6 +592,25 @@ proptest! {
             agree(&set, &w.reversed())?;
         }
         prop_assert_eq!(matched, set.len());
+        let witnesses = set.rules().iter().enumerate().map(|(i, r)| witness(&r.matches, &keys[i % keys.len()]));
+        let all: Vec<FlowKey> = keys.iter().flat_map(|k| [*k, k.reversed()]).chain(witnesses).collect();
+        agree_in_bursts(&set, &all)?;
+    }
+
+    /// Sets of one shape, where `classify_burst` runs a loop of its own:
+    /// every key, its reverse and a witness of every rule get the naive verdict.
+    #[test]
+    fn one_shape_sets_classify_bursts_like_naive(rules in one_shape_rules(), keys in prop::collection::vec(a_key(), 1..48)) {
+        let set = match RuleSet::new(rules) {
+            Ok(set) => set,
+            Err(e) => return Err(TestCaseError::reject(format!("{e}"))),
+        };
+        let witnesses = set.rules().iter().enumerate().map(|(i, r)| witness(&r.matches, &keys[i % keys.len()]));
+        let all: Vec<FlowKey> = keys.iter().flat_map(|k| [*k, k.reversed()]).chain(witnesses).collect();
+        for k in &all {
+            agree(&set, k)?;
+        }
+        agree_in_bursts(&set, &all)?;
     }
 
     /// With few priorities many sets are rejected; the accepted ones must have

@@ -310,6 +310,38 @@ impl Tuple {
     }
 }
 
+impl Tuple {
+    /// Matches each key against this (small) tuple alone. `W` is the set of
+    /// words to pack and compare: this tuple's own ([`Tuple::words`]), or
+    /// every word (`u8::MAX`, correct for any tuple: the mask zeroes the
+    /// others). A constant, so that the word tests vanish from the loop.
+    #[inline]
+    fn scan<const W: u8>(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) {
+        let words = Words(W & self.words.0);
+        for (k, o) in keys.iter().zip(out) {
+            let packed = Packed::from_key_words(k, Words(W));
+            *o = self.few.iter().find(|(v, _)| v.matches(&packed, &self.mask, words)).map(|(_, s)| s.verdict);
+        }
+    }
+}
+
+/// Word sets ([`Words`]) of the commonest steering rule shapes, IPv4 or IPv6
+/// (the family is in word 7).
+mod shape {
+    /// `dst: <net>`.
+    pub(super) const DST_IP: u8 = 0b1000_1100;
+    /// `src: <net>`.
+    pub(super) const SRC_IP: u8 = 0b1000_0011;
+    /// `src` and `dst` networks.
+    pub(super) const IPS: u8 = 0b1000_1111;
+    /// Protocol and L4 ports.
+    pub(super) const PORTS_PROTO: u8 = 0b1100_0000;
+    /// `dst`, protocol and ports.
+    pub(super) const DST_IP_PORTS_PROTO: u8 = 0b1100_1100;
+    /// Both networks, protocol and ports: a 5-tuple.
+    pub(super) const IPS_PORTS_PROTO: u8 = 0b1100_1111;
+}
+
 /// The compiled classifier: tuples in decreasing order of their best priority.
 #[derive(Debug, Default)]
 pub(crate) struct TupleSpace {
@@ -384,6 +416,34 @@ impl TupleSpace {
             }
         }
         best.map(|s| s.verdict)
+    }
+
+    /// [`TupleSpace::classify`] for each key of a burst, into `out` (as
+    /// long as `keys`). One call per burst: the tuple list, the words to pack
+    /// and the masks are read once, not once per packet, and a rule set of
+    /// one small tuple (a few steering rules of one shape, the common case)
+    /// is a tight loop of masked compares with no priority bookkeeping.
+    pub(crate) fn classify_burst(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) {
+        match &self.tuples[..] {
+            [] => out.iter_mut().for_each(|o| *o = None),
+            // One tuple: its masked keys are distinct, so at most one entry matches. The
+            // commonest shapes get a loop of their own, with the words to pack and compare
+            // known when it is compiled.
+            [t] if !t.few.is_empty() => match t.words.0 {
+                shape::DST_IP => t.scan::<{ shape::DST_IP }>(keys, out),
+                shape::SRC_IP => t.scan::<{ shape::SRC_IP }>(keys, out),
+                shape::IPS => t.scan::<{ shape::IPS }>(keys, out),
+                shape::PORTS_PROTO => t.scan::<{ shape::PORTS_PROTO }>(keys, out),
+                shape::DST_IP_PORTS_PROTO => t.scan::<{ shape::DST_IP_PORTS_PROTO }>(keys, out),
+                shape::IPS_PORTS_PROTO => t.scan::<{ shape::IPS_PORTS_PROTO }>(keys, out),
+                _ => t.scan::<{ u8::MAX }>(keys, out),
+            },
+            _ => {
+                for (k, o) in keys.iter().zip(out) {
+                    *o = self.classify(k);
+                }
+            }
+        }
     }
 
     /// Number of distinct masks: the cost of a miss, in hash probes.
