@@ -527,11 +527,14 @@ impl<C: Chains> Worker<C> {
     fn process(&mut self, i: usize, burst: &mut Burst, overloaded: bool) {
         let st = &*self.stats;
         st.rx.add(burst.len() as u64);
+        let mut any_bad = false;
         for (j, pkt) in burst.iter().enumerate() {
             self.bad[j] = parse_into(pkt.data(), pkt.meta.port, &mut self.keys[j]);
+            any_bad |= self.bad[j].is_some();
         }
         let classify = !self.rules.is_empty();
         let cached = classify && self.cached;
+        let mut hits = 0;
         if cached {
             for j in 0..burst.len() {
                 let h = FlowCache::hash(&self.keys[j]);
@@ -539,7 +542,14 @@ impl<C: Chains> Worker<C> {
                 self.cache.prefetch(h);
             }
         } else if classify {
-            self.rules.classify_burst(&self.keys[..burst.len()], &mut self.classified);
+            hits = self.rules.classify_burst(&self.keys[..burst.len()], &mut self.classified);
+        }
+        let egress = self.egress[i];
+        if !cached && hits == 0 && !any_bad {
+            // Nothing matched and everything parsed: the fates are all known.
+            st.unmatched.add(burst.len() as u64);
+            self.forward_all(i, egress, burst);
+            return;
         }
 
         // Verdict pass: every packet's fate, decided in place; nothing moves yet.
@@ -587,7 +597,6 @@ impl<C: Chains> Worker<C> {
         st.unmatched.add(unmatched);
         st.matched.add(matched);
 
-        let egress = self.egress[i];
         if uniform {
             // One bulk action: every packet of the burst goes the same way, unchanged.
             self.forward_all(i, egress, burst);

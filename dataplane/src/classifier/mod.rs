@@ -392,10 +392,11 @@ impl RuleSet {
     }
 
     /// [`RuleSet::classify`] for every key of a burst: `out[j]` is the
-    /// verdict for `keys[j]` (`out` must be at least as long as `keys`). Cheaper per packet than one call each.
+    /// verdict for `keys[j]` (`out` must be at least as long as `keys`).
+    /// Cheaper per packet than one call each. Returns how many keys matched.
     #[inline]
-    pub fn classify_burst(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) {
-        self.tss.classify_burst(keys, out);
+    pub fn classify_burst(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) -> usize {
+        self.tss.classify_burst(keys, out)
     }
 
     /// The rules, indexed by [`RuleId`].

@@ -530,10 +530,13 @@ fn agree(set: &RuleSet, k: &FlowKey) -> Result<(), TestCaseError> {
 fn agree_in_bursts(set: &RuleSet, keys: &[FlowKey]) -> Result<(), TestCaseError> {
     for burst in keys.chunks(crate::BURST) {
         let mut out = [Some(Verdict { rule: u32::MAX, action: Action::Drop }); crate::BURST];
-        set.classify_burst(burst, &mut out);
+        let hits = set.classify_burst(burst, &mut out);
+        let mut expected = 0;
         for (k, v) in burst.iter().zip(out) {
             prop_assert_eq!(v, naive::classify(set.rules(), k), "key {:?} in a burst of {}", k, burst.len());
+            expected += usize::from(v.is_some());
         }
+        prop_assert_eq!(hits, expected, "keys matched in a burst of {}", burst.len());
     }
     Ok(())
 }

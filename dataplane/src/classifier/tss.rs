@@ -315,13 +315,17 @@ impl Tuple {
     /// words to pack and compare: this tuple's own ([`Tuple::words`]), or
     /// every word (`u8::MAX`, correct for any tuple: the mask zeroes the
     /// others). A constant, so that the word tests vanish from the loop.
+    /// Returns how many keys matched.
     #[inline]
-    fn scan<const W: u8>(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) {
+    fn scan<const W: u8>(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) -> usize {
         let words = Words(W & self.words.0);
+        let mut hits = 0;
         for (k, o) in keys.iter().zip(out) {
             let packed = Packed::from_key_words(k, Words(W));
             *o = self.few.iter().find(|(v, _)| v.matches(&packed, &self.mask, words)).map(|(_, s)| s.verdict);
+            hits += usize::from(o.is_some());
         }
+        hits
     }
 }
 
@@ -423,9 +427,13 @@ impl TupleSpace {
     /// and the masks are read once, not once per packet, and a rule set of
     /// one small tuple (a few steering rules of one shape, the common case)
     /// is a tight loop of masked compares with no priority bookkeeping.
-    pub(crate) fn classify_burst(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) {
+    /// Returns how many keys matched.
+    pub(crate) fn classify_burst(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) -> usize {
         match &self.tuples[..] {
-            [] => out.iter_mut().for_each(|o| *o = None),
+            [] => {
+                out.iter_mut().for_each(|o| *o = None);
+                0
+            }
             // One tuple: its masked keys are distinct, so at most one entry matches. The
             // commonest shapes get a loop of their own, with the words to pack and compare
             // known when it is compiled.
@@ -439,9 +447,12 @@ impl TupleSpace {
                 _ => t.scan::<{ u8::MAX }>(keys, out),
             },
             _ => {
+                let mut hits = 0;
                 for (k, o) in keys.iter().zip(out) {
                     *o = self.classify(k);
+                    hits += usize::from(o.is_some());
                 }
+                hits
             }
         }
     }
