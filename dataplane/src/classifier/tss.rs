@@ -311,38 +311,40 @@ impl Tuple {
 }
 
 impl Tuple {
-    /// Matches each key against this (small) tuple alone. `W` is the set of
-    /// words to pack and compare: this tuple's own ([`Tuple::words`]), or
-    /// every word (`u8::MAX`, correct for any tuple: the mask zeroes the
-    /// others). A constant, so that the word tests vanish from the loop.
-    /// Returns how many keys matched.
+    /// Matches each key against this (small) tuple alone. `W` is a set of
+    /// words that holds every word of the tuple's mask: those are packed
+    /// and compared, whatever the mask (a word the mask does not use is zero
+    /// in the mask and in every masked key, so it compares equal). A
+    /// constant, so that no word is tested for in the loop. Returns how many
+    /// keys matched.
     #[inline]
     fn scan<const W: u8>(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) -> usize {
-        let words = Words(W & self.words.0);
+        debug_assert_eq!(self.words.0 & !W, 0, "the shape must cover the tuple's words");
         let mut hits = 0;
         for (k, o) in keys.iter().zip(out) {
             let packed = Packed::from_key_words(k, Words(W));
-            *o = self.few.iter().find(|(v, _)| v.matches(&packed, &self.mask, words)).map(|(_, s)| s.verdict);
+            *o = self.few.iter().find(|(v, _)| v.matches(&packed, &self.mask, Words(W))).map(|(_, s)| s.verdict);
             hits += usize::from(o.is_some());
         }
         hits
     }
 }
 
-/// Word sets ([`Words`]) of the commonest steering rule shapes, IPv4 or IPv6
-/// (the family is in word 7).
+/// Word sets ([`Words`]) covering the commonest steering rule shapes. Word 7
+/// (protocol, IP version) is in all of them: an address match implies the
+/// family. IPv4 addresses use only the low word of each address field.
 mod shape {
-    /// `dst: <net>`.
-    pub(super) const DST_IP: u8 = 0b1000_1100;
-    /// `src: <net>`.
-    pub(super) const SRC_IP: u8 = 0b1000_0011;
-    /// `src` and `dst` networks.
-    pub(super) const IPS: u8 = 0b1000_1111;
+    /// `dst: <IPv4 net>` (or a protocol alone).
+    pub(super) const V4_DST: u8 = 0b1000_1000;
+    /// `src: <IPv4 net>`.
+    pub(super) const V4_SRC: u8 = 0b1000_0010;
     /// Protocol and L4 ports.
     pub(super) const PORTS_PROTO: u8 = 0b1100_0000;
-    /// `dst`, protocol and ports.
-    pub(super) const DST_IP_PORTS_PROTO: u8 = 0b1100_1100;
-    /// Both networks, protocol and ports: a 5-tuple.
+    /// Both IPv4 networks.
+    pub(super) const V4_IPS: u8 = 0b1000_1010;
+    /// An IPv4 5-tuple, or any part of it.
+    pub(super) const V4_IPS_PORTS_PROTO: u8 = 0b1100_1010;
+    /// An IPv4 or IPv6 5-tuple, or any part of it.
     pub(super) const IPS_PORTS_PROTO: u8 = 0b1100_1111;
 }
 
@@ -435,15 +437,15 @@ impl TupleSpace {
                 0
             }
             // One tuple: its masked keys are distinct, so at most one entry matches. The
-            // commonest shapes get a loop of their own, with the words to pack and compare
-            // known when it is compiled.
+            // loop is compiled for the smallest common shape that covers the tuple's words,
+            // so the words to pack and compare are constants.
             [t] if !t.few.is_empty() => match t.words.0 {
-                shape::DST_IP => t.scan::<{ shape::DST_IP }>(keys, out),
-                shape::SRC_IP => t.scan::<{ shape::SRC_IP }>(keys, out),
-                shape::IPS => t.scan::<{ shape::IPS }>(keys, out),
-                shape::PORTS_PROTO => t.scan::<{ shape::PORTS_PROTO }>(keys, out),
-                shape::DST_IP_PORTS_PROTO => t.scan::<{ shape::DST_IP_PORTS_PROTO }>(keys, out),
-                shape::IPS_PORTS_PROTO => t.scan::<{ shape::IPS_PORTS_PROTO }>(keys, out),
+                w if w & !shape::V4_DST == 0 => t.scan::<{ shape::V4_DST }>(keys, out),
+                w if w & !shape::V4_SRC == 0 => t.scan::<{ shape::V4_SRC }>(keys, out),
+                w if w & !shape::PORTS_PROTO == 0 => t.scan::<{ shape::PORTS_PROTO }>(keys, out),
+                w if w & !shape::V4_IPS == 0 => t.scan::<{ shape::V4_IPS }>(keys, out),
+                w if w & !shape::V4_IPS_PORTS_PROTO == 0 => t.scan::<{ shape::V4_IPS_PORTS_PROTO }>(keys, out),
+                w if w & !shape::IPS_PORTS_PROTO == 0 => t.scan::<{ shape::IPS_PORTS_PROTO }>(keys, out),
                 _ => t.scan::<{ u8::MAX }>(keys, out),
             },
             _ => {
@@ -482,5 +484,35 @@ mod tests {
         assert_eq!(port_prefixes(Some(PortRange { lo: 1, hi: 65534 })).len(), 30);
         assert_eq!(port_prefixes(Some(PortRange { lo: 5, hi: 4 })), vec![]);
         assert_eq!(port_prefixes(None), vec![(0, 0)]);
+    }
+
+    /// The words of a one-rule set's only tuple.
+    fn words_of(m: Match) -> u8 {
+        let v = Verdict { rule: 0, action: crate::classifier::Action::Drop };
+        let ts = TupleSpace::build([(&m, 1, v)]);
+        assert_eq!(ts.tuples.len(), 1);
+        ts.tuples[0].words.0
+    }
+
+    /// The shapes `classify_burst` compiles a loop for cover the rules they
+    /// are named after (a miss would fall back to the slowest loop, silently).
+    #[test]
+    fn common_rule_shapes_get_their_own_loop() {
+        let net = |s: &str| Some(s.parse::<IpNet>().unwrap());
+        let tcp = |m: Match| Match { proto: Some(6), dst_port: Some(PortRange::single(5432)), ..m };
+        let cases = [
+            (Match { dst_ip: net("192.0.2.0/24"), ..Match::default() }, shape::V4_DST),
+            (Match { proto: Some(17), ..Match::default() }, shape::V4_DST),
+            (Match { src_ip: net("10.0.0.8/29"), ..Match::default() }, shape::V4_SRC),
+            (tcp(Match::default()), shape::PORTS_PROTO),
+            (Match { src_ip: net("10.0.0.0/8"), dst_ip: net("10.1.0.0/16"), ..Match::default() }, shape::V4_IPS),
+            (tcp(Match { dst_ip: net("10.0.0.21/32"), ..Match::default() }), shape::V4_IPS_PORTS_PROTO),
+            (tcp(Match { dst_ip: net("2001:db8::/48"), ..Match::default() }), shape::IPS_PORTS_PROTO),
+            (Match { src_ip: net("2001:db8::1/128"), ..Match::default() }, shape::IPS_PORTS_PROTO),
+        ];
+        for (m, shape) in cases {
+            let w = words_of(m.clone());
+            assert_eq!(w & !shape, 0, "{m:?}: words {w:#010b} not within {shape:#010b}");
+        }
     }
 }
