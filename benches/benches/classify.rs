@@ -12,10 +12,12 @@
 //! 8 tuples classified directly (every tuple probed: no key matches), beside
 //! a flow-cache lookup over 163,840 flows in a cache sized like the memif
 //! benchmark's (four slots per flow), whose slots are mostly not in CPU cache.
+//! `direct/burst/*` is what the worker does with such a set: one
+//! `classify_burst` call per burst of 32 keys (time per key).
 
 #![deny(unsafe_code)]
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::cache::FlowCache;
 use dataplane::classifier::{naive, Action, ChainId, IpNet, Match, PortRange, Rule, RuleSet};
 use dataplane::flow::{ip_to_key_bytes, proto, FlowKey};
@@ -231,6 +233,20 @@ fn direct(c: &mut Criterion) {
             })
         });
     }
+    for t in [1usize, 2] {
+        let set = RuleSet::new(tuple_rules(t)).unwrap();
+        let mut out = [None; dataplane::BURST];
+        g.throughput(Throughput::Elements(dataplane::BURST as u64));
+        g.bench_function(format!("direct/burst/{t}_tuples"), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + dataplane::BURST) % KEYS;
+                black_box(set.classify_burst(black_box(&misses[i..i + dataplane::BURST]), &mut out))
+            })
+        });
+    }
+    // Back to one lookup per iteration for the flow cache.
+    g.throughput(Throughput::Elements(1));
     const FLOWS: usize = 163_840;
     let set = RuleSet::new(tuple_rules(1)).unwrap();
     let flows: Vec<FlowKey> = (0..FLOWS).map(|_| miss_key(&mut rng)).collect();

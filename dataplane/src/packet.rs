@@ -125,24 +125,24 @@ impl Packet {
     #[cfg(feature = "dpdk")]
     #[inline]
     pub fn into_mbuf(self) -> Result<(dpdk::Mbuf, u32), Packet> {
-        // Taken apart without running Drop: the backing moves out whole, so
-        // handing an mbuf to a device costs no drop call per packet.
+        // Taken apart without running Drop, so handing an mbuf to a device
+        // costs no drop call per packet. The two fields are read where they
+        // lie: copying the whole backing out first made the variant test
+        // wait on a load from that copy (a third of `tx_burst`'s samples).
         let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped nor used for its backing again, so
-        // the backing read here has exactly one owner, as it had before.
-        #[allow(unsafe_code)]
-        let backing = unsafe { std::ptr::read(&this.backing) };
-        match backing {
+        match &this.backing {
             Backing::Mbuf(mbuf, limit) => {
+                // SAFETY: `this` is never dropped nor used again, so each
+                // field read here has exactly one owner, as it had before.
+                #[allow(unsafe_code)]
+                let (mbuf, limit) = unsafe { (std::ptr::read(mbuf), std::ptr::read(limit)) };
                 // The clone leaves the copy budget for the device's ring, which is sized apart.
                 if let Some(l) = limit {
                     l.release();
                 }
                 Ok((mbuf, this.len))
             }
-            heap @ Backing::Heap(_) => {
-                Err(Packet { ptr: this.ptr, len: this.len, cap: this.cap, meta: this.meta, backing: heap })
-            }
+            Backing::Heap(_) => Err(std::mem::ManuallyDrop::into_inner(this)),
         }
     }
 
