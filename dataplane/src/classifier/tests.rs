@@ -542,11 +542,12 @@ fn agree_in_bursts(set: &RuleSet, keys: &[FlowKey]) -> Result<(), TestCaseError>
 }
 
 /// Rule sets of one shape (the same fields, the same prefix lengths: one
-/// tuple, the case `classify_burst` has loops of its own for), 1 to 12
-/// rules (above 8 the tuple is hashed), distinct priorities.
+/// tuple, or two when the rules are symmetric: the cases `classify_burst`
+/// has loops of their own for), 1 to 12 rules (above 8 a tuple is hashed),
+/// distinct priorities.
 fn one_shape_rules() -> impl Strategy<Value = Vec<Rule>> {
-    let shape = (any::<bool>(), 0usize..7, 0u8..=32, 0u8..=32);
-    shape.prop_flat_map(|(v6, shape, src_len, dst_len)| {
+    let shape = (any::<bool>(), 0usize..7, 0u8..=32, 0u8..=32, prop::bool::weighted(0.4));
+    shape.prop_flat_map(|(v6, shape, src_len, dst_len, symmetric)| {
         let scale = move |l: u8| if v6 { l * 4 } else { l };
         let one = (addr(v6), addr(v6), prop::sample::select(vec![6u8, 17]), any_port(), any_port(), small_mac());
         prop::collection::vec(one, 1..=12).prop_map(move |vals| {
@@ -568,7 +569,8 @@ fn one_shape_rules() -> impl Strategy<Value = Vec<Rule>> {
                         _ => Match { dst_mac: Some(mac), vlan: Some(1), proto: l4.0, ..m },
                     };
                     // Priorities distinct (5 and 13 are coprime) and not in insertion order.
-                    rule(&format!("r{i}"), (i as u32 * 5 + 3) % 13, m)
+                    // Symmetric: the mirror is a second tuple (two, when its shape differs).
+                    Rule { symmetric, ..rule(&format!("r{i}"), (i as u32 * 5 + 3) % 13, m) }
                 })
                 .collect()
         })

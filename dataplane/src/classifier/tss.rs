@@ -330,6 +330,31 @@ impl Tuple {
     }
 }
 
+/// [`Tuple::scan`] over two small tuples, `a` before `b` (as the tuple space
+/// orders them: `a.max_priority >= b.max_priority`). `W` covers both tuples'
+/// words. `b` is searched only when `a` gave nothing that outranks all of
+/// `b`; on equal priorities `a`'s entry wins, as in [`TupleSpace::classify`].
+#[inline]
+fn scan_pair<const W: u8>(a: &Tuple, b: &Tuple, keys: &[FlowKey], out: &mut [Option<Verdict>]) -> usize {
+    debug_assert_eq!((a.words.0 | b.words.0) & !W, 0, "the shape must cover both tuples' words");
+    let find =
+        |t: &Tuple, packed: &Packed| t.few.iter().find(|(v, _)| v.matches(packed, &t.mask, Words(W))).map(|(_, s)| *s);
+    let mut hits = 0;
+    for (k, o) in keys.iter().zip(out) {
+        let packed = Packed::from_key_words(k, Words(W));
+        let best = match find(a, &packed) {
+            Some(x) if x.priority >= b.max_priority => Some(x),
+            x => match (x, find(b, &packed)) {
+                (Some(x), Some(y)) => Some(if x.priority >= y.priority { x } else { y }),
+                (x, y) => x.or(y),
+            },
+        };
+        *o = best.map(|s| s.verdict);
+        hits += usize::from(o.is_some());
+    }
+    hits
+}
+
 /// Word sets ([`Words`]) covering the commonest steering rule shapes. Word 7
 /// (protocol, IP version) is in all of them: an address match implies the
 /// family. IPv4 addresses use only the low word of each address field.
@@ -428,7 +453,9 @@ impl TupleSpace {
     /// long as `keys`). One call per burst: the tuple list, the words to pack
     /// and the masks are read once, not once per packet, and a rule set of
     /// one small tuple (a few steering rules of one shape, the common case)
-    /// is a tight loop of masked compares with no priority bookkeeping.
+    /// is a tight loop of masked compares with no priority bookkeeping; two
+    /// small tuples (a symmetric rule and its mirror) a loop that compares
+    /// the second only when the first found nothing better.
     /// Returns how many keys matched.
     pub(crate) fn classify_burst(&self, keys: &[FlowKey], out: &mut [Option<Verdict>]) -> usize {
         match &self.tuples[..] {
@@ -447,6 +474,13 @@ impl TupleSpace {
                 w if w & !shape::V4_IPS_PORTS_PROTO == 0 => t.scan::<{ shape::V4_IPS_PORTS_PROTO }>(keys, out),
                 w if w & !shape::IPS_PORTS_PROTO == 0 => t.scan::<{ shape::IPS_PORTS_PROTO }>(keys, out),
                 _ => t.scan::<{ u8::MAX }>(keys, out),
+            },
+            // Two small tuples: a symmetric rule (the rule and its mirror) or two rule shapes.
+            [a, b] if !a.few.is_empty() && !b.few.is_empty() => match a.words.0 | b.words.0 {
+                w if w & !shape::V4_IPS == 0 => scan_pair::<{ shape::V4_IPS }>(a, b, keys, out),
+                w if w & !shape::V4_IPS_PORTS_PROTO == 0 => scan_pair::<{ shape::V4_IPS_PORTS_PROTO }>(a, b, keys, out),
+                w if w & !shape::IPS_PORTS_PROTO == 0 => scan_pair::<{ shape::IPS_PORTS_PROTO }>(a, b, keys, out),
+                _ => scan_pair::<{ u8::MAX }>(a, b, keys, out),
             },
             _ => {
                 let mut hits = 0;
@@ -514,5 +548,12 @@ mod tests {
             let w = words_of(m.clone());
             assert_eq!(w & !shape, 0, "{m:?}: words {w:#010b} not within {shape:#010b}");
         }
+        // A symmetric rule (the README's web-to-db): two tuples, both within one shape.
+        let m = tcp(Match { src_ip: net("10.0.0.8/29"), dst_ip: net("10.0.0.21/32"), ..Match::default() });
+        let v = Verdict { rule: 0, action: crate::classifier::Action::Drop };
+        let ts = TupleSpace::build([(&m, 1, v), (&m.mirrored(), 1, v)]);
+        assert_eq!(ts.tuples.len(), 2);
+        let w = ts.tuples[0].words.0 | ts.tuples[1].words.0;
+        assert_eq!(w & !shape::V4_IPS_PORTS_PROTO, 0, "words {w:#010b}");
     }
 }
