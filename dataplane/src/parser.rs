@@ -33,7 +33,7 @@
 //! filled as far as it parsed (an inner frame under 14 bytes is
 //! `TruncatedEthernet` with only `in_port`, `vni` and `tunnel` in the key).
 
-use crate::flow::{proto, tunnel, FlowKey};
+use crate::flow::{proto, tunnel, FlowKey, MacAddr, NO_VLAN, NO_VNI};
 use crate::packet::PortId;
 use crate::wire::ethernet::{ethertype, EthernetFrame};
 use crate::wire::geneve::{self, GeneveHeader};
@@ -150,6 +150,68 @@ pub fn parse(frame: &[u8], in_port: PortId) -> (FlowKey, Option<Malformed>) {
 /// later wide read of it never waits on the narrow stores that built it.
 #[inline]
 pub fn parse_into(frame: &[u8], in_port: PortId, key: &mut FlowKey) -> Option<Malformed> {
+    match plain_ipv4(frame, in_port) {
+        Some(k) => {
+            *key = k;
+            None
+        }
+        None => parse_layers(frame, in_port, key),
+    }
+}
+
+/// The commonest frame on a virtual switch, keyed in one straight line:
+/// untagged Ethernet, IPv4 with a 20-byte header, not a later fragment,
+/// TCP, or UDP to a port other than VXLAN's and Geneve's, every length
+/// consistent. `None` for anything else, which [`parse_layers`] keys.
+///
+/// Both give the same key for the frames this one takes (a proptest checks
+/// it on built and mutated frames); this one spares such a frame the
+/// layer-by-layer walk, which was most of the worker's own time per packet
+/// (the whole parse 8.6 of 18 ns, in a profile with pcap ports).
+#[inline(always)]
+fn plain_ipv4(frame: &[u8], in_port: PortId) -> Option<FlowKey> {
+    // Ethernet (14), IPv4 (20) and a UDP header (8); TCP's 20 are checked through the lengths.
+    let h: &[u8; 42] = frame.first_chunk()?;
+    let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    if be16(12) != ethertype::IPV4 || h[14] != 0x45 {
+        return None;
+    }
+    let total_len = usize::from(be16(16));
+    let protocol = h[23];
+    let (src_port, dst_port) = (be16(34), be16(36));
+    let l4_len = total_len.wrapping_sub(20);
+    let l4_complete = match protocol {
+        proto::TCP => l4_len >= 20,
+        proto::UDP => l4_len >= 8 && !matches!(dst_port, vxlan::UDP_PORT | geneve::UDP_PORT),
+        _ => false,
+    };
+    // A total length under 20 wraps l4_len past the frame; over the frame is a length error.
+    let first_fragment = be16(20) & 0x1fff == 0;
+    if !l4_complete || !first_fragment || total_len > frame.len() - 14 || total_len < 20 {
+        return None;
+    }
+    let mac = |i: usize| MacAddr([h[i], h[i + 1], h[i + 2], h[i + 3], h[i + 4], h[i + 5]]);
+    Some(FlowKey {
+        src_ip: v4_mapped([h[26], h[27], h[28], h[29]]),
+        dst_ip: v4_mapped([h[30], h[31], h[32], h[33]]),
+        src_mac: mac(6),
+        dst_mac: mac(0),
+        in_port,
+        outer_vlan: NO_VLAN,
+        inner_vlan: NO_VLAN,
+        ethertype: ethertype::IPV4,
+        src_port,
+        dst_port,
+        proto: protocol,
+        ip_version: 4,
+        vni: NO_VNI,
+        tunnel: tunnel::NONE,
+    })
+}
+
+/// [`parse_into`] for every frame: layer by layer, keyed as far as it parses.
+#[inline]
+fn parse_layers(frame: &[u8], in_port: PortId, key: &mut FlowKey) -> Option<Malformed> {
     *key = FlowKey { in_port, ..FlowKey::default() };
     let mut decap = Decap { allowed: true, found: None };
     let outer = parse_l2(frame, key, &mut decap);
@@ -1132,6 +1194,15 @@ mod tests {
         k
     }
 
+    /// `s` without VLAN tags or IPv4 options: the frames [`plain_ipv4`] may take.
+    fn untagged_without_options(mut s: Spec) -> Spec {
+        s.vlans.clear();
+        if let L3::V4 { options, .. } = &mut s.l3 {
+            options.clear();
+        }
+        s
+    }
+
     fn ext_kind(e: Ext) -> u8 {
         match e {
             Ext::HopByHop => next_header::HOP_BY_HOP,
@@ -1164,6 +1235,45 @@ mod tests {
                 ..reference_key(&spec)
             };
             prop_assert_eq!(parse(&frame, spec.in_port), (expected, None));
+        }
+
+        #[test]
+        fn plain_ipv4_frames_take_the_straight_line(spec in arb_spec()) {
+            let spec = untagged_without_options(spec);
+            let frame = build(&spec);
+            let plain = match (&spec.l3, spec.l4) {
+                (L3::V4 { frag_offset: 0, .. }, L4::Tcp(..) | L4::Udp(..)) => true,
+                // Anything else is left to the layers, whatever it is.
+                _ => false,
+            };
+            let key = plain_ipv4(&frame, spec.in_port);
+            prop_assert_eq!(key.is_some(), plain);
+            if let Some(k) = key {
+                prop_assert_eq!(k, reference_key(&spec));
+            }
+        }
+
+        #[test]
+        fn plain_ipv4_keys_damaged_frames_like_the_layers_or_leaves_them(
+            spec in arb_spec(),
+            flips in prop::collection::vec((0usize..42, any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut frame = build(&untagged_without_options(spec.clone()));
+            for (at, x) in flips {
+                if let Some(b) = frame.get_mut(at) {
+                    *b ^= x;
+                }
+            }
+            // Half of the cases keep the whole frame (they mostly stay plain).
+            let keep = cut.index(2 * frame.len() + 1).min(frame.len());
+            let frame = &frame[..keep];
+            let mut layered = FlowKey::default();
+            let bad = parse_layers(frame, spec.in_port, &mut layered);
+            if let Some(k) = plain_ipv4(frame, spec.in_port) {
+                prop_assert_eq!((k, None), (layered, bad));
+            }
+            prop_assert_eq!(parse(frame, spec.in_port), (layered, bad));
         }
 
         #[test]

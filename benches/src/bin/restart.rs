@@ -333,7 +333,7 @@ fn pump(peer: &mut Peer, shared: &Shared, rate: u64, expected: u64) -> Stream {
                 }
             }
             // Numbers the pool had no mbuf for count as refused too.
-            let taken = peer.tx_a.tx_burst(&mut tx) as u64;
+            let taken = peer.tx_a.tx_burst(&mut tx).packets as u64;
             for seq in first + taken..first + n {
                 s.refused.set(seq);
             }
@@ -343,7 +343,7 @@ fn pump(peer: &mut Peer, shared: &Shared, rate: u64, expected: u64) -> Stream {
         if peer.rx_b.rx_burst(&mut rx, MAX_BURST) > 0 {
             busy = true;
             let now = ns(shared.base, Instant::now());
-            for seg in rx.by_ref() {
+            for seg in rx.drain() {
                 let Some(seq) = seq_of(seg.bytes()) else {
                     s.foreign += 1;
                     continue;
@@ -365,7 +365,7 @@ fn pump(peer: &mut Peer, shared: &Shared, rate: u64, expected: u64) -> Stream {
         }
         if peer.rx_a.rx_burst(&mut rx, MAX_BURST) > 0 {
             busy = true;
-            s.foreign += rx.by_ref().count() as u64;
+            s.foreign += rx.drain().count() as u64;
         }
         if !busy {
             std::thread::yield_now();

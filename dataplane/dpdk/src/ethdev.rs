@@ -354,56 +354,84 @@ fn dev_info(port: u16) -> Result<DevInfo, i32> {
     })
 }
 
-/// Received mbufs, filled by one [`RxQueue::rx_burst`] and taken one by one.
-/// Mbufs not taken are freed on drop.
+/// Received mbufs, filled by one [`RxQueue::rx_burst`] and taken with
+/// [`RxBurst::drain`]. Mbufs not taken are freed on drop.
 pub struct RxBurst {
     mbufs: [*mut RteMbuf; MAX_BURST],
     segs: [FsSeg; MAX_BURST],
     n: usize,
-    next: usize,
 }
 
-// SAFETY: the burst owns the mbuf references it holds (entries next..n);
+// SAFETY: the burst owns the mbuf references it holds (entries 0..n);
 // moving it to another thread moves that ownership, as for Mbuf.
 unsafe impl Send for RxBurst {}
 
 impl Default for RxBurst {
     fn default() -> Self {
-        RxBurst { mbufs: [std::ptr::null_mut(); MAX_BURST], segs: [FsSeg::EMPTY; MAX_BURST], n: 0, next: 0 }
+        RxBurst { mbufs: [std::ptr::null_mut(); MAX_BURST], segs: [FsSeg::EMPTY; MAX_BURST], n: 0 }
     }
 }
 
 impl RxBurst {
     /// Mbufs waiting to be taken.
     pub fn len(&self) -> usize {
-        self.n - self.next
+        self.n
     }
 
     /// True when none are waiting.
     pub fn is_empty(&self) -> bool {
-        self.next == self.n
+        self.n == 0
     }
-}
 
-impl Iterator for RxBurst {
-    type Item = Segment;
-
+    /// Takes every waiting mbuf, in the order received; those the iterator
+    /// does not yield are freed when it is dropped.
+    ///
+    /// The iterator is a value of its own rather than the burst (which
+    /// lives behind a reference): its position stays in a register, where
+    /// a field of the burst was stored and read back for every packet.
     #[inline]
-    fn next(&mut self) -> Option<Segment> {
-        if self.next == self.n {
-            return None;
-        }
-        let i = self.next;
-        self.next += 1;
-        // SAFETY: entries next..n were filled by fs_rx_burst with received
-        // mbufs we own and their data areas, and each is taken once.
-        Some(unsafe { Segment::from_raw(Mbuf::from_raw(NonNull::new_unchecked(self.mbufs[i])), self.segs[i]) })
+    pub fn drain(&mut self) -> Drain<'_> {
+        let n = std::mem::take(&mut self.n);
+        Drain { entries: self.mbufs[..n].iter().zip(&self.segs[..n]) }
     }
 }
 
 impl Drop for RxBurst {
     fn drop(&mut self) {
-        for _ in self.by_ref() {}
+        drop(self.drain());
+    }
+}
+
+/// The received mbufs of an [`RxBurst`], each yielded once as a [`Segment`].
+pub struct Drain<'a> {
+    entries: std::iter::Zip<std::slice::Iter<'a, *mut RteMbuf>, std::slice::Iter<'a, FsSeg>>,
+}
+
+impl Iterator for Drain<'_> {
+    type Item = Segment;
+
+    #[inline]
+    fn next(&mut self) -> Option<Segment> {
+        let (&m, &seg) = self.entries.next()?;
+        // SAFETY: the entries were filled by fs_rx_burst with received mbufs
+        // we own and their data areas; the burst gave them up to this
+        // iterator (its count is 0), which yields each once.
+        Some(unsafe { Segment::from_raw(Mbuf::from_raw(NonNull::new_unchecked(m)), seg) })
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Drain<'_> {}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        for seg in self.by_ref() {
+            drop(seg);
+        }
     }
 }
 
@@ -419,7 +447,7 @@ impl RxQueue {
     /// which must have been emptied. Returns how many arrived.
     #[inline]
     pub fn rx_burst(&mut self, burst: &mut RxBurst, max: usize) -> usize {
-        for _ in burst.by_ref() {}
+        drop(burst.drain());
         let max = max.min(MAX_BURST) as u16;
         // SAFETY: this thread owns the queue (handed out once); the arrays
         // hold MAX_BURST entries and the shim writes at most max of each.
@@ -434,7 +462,6 @@ impl RxQueue {
             )
         };
         burst.n = n as usize;
-        burst.next = 0;
         n as usize
     }
 
@@ -475,6 +502,27 @@ impl TxBurst {
         Ok(())
     }
 
+    /// Moves `(mbuf, length)` pairs from `items` into the burst until it is
+    /// full or `items` runs out. Returns true when `items` ran out.
+    ///
+    /// The count stays in a register meanwhile: a [`TxBurst::push`] per
+    /// packet stores it and reads it back behind the stores of the entry.
+    #[inline]
+    pub fn fill(&mut self, items: &mut impl Iterator<Item = (Mbuf, u32)>) -> bool {
+        let mut n = self.n;
+        let ran_out = loop {
+            if n == MAX_BURST {
+                break false;
+            }
+            let Some((mbuf, len)) = items.next() else { break true };
+            self.lens[n] = len;
+            self.mbufs[n] = mbuf.into_raw();
+            n += 1;
+        };
+        self.n = n;
+        ran_out
+    }
+
     /// Mbufs waiting.
     pub fn len(&self) -> usize {
         self.n
@@ -513,11 +561,12 @@ impl TxQueue {
     }
 
     /// Transmits the burst, leaving it empty: each mbuf's length is set,
-    /// what the device does not take is freed. Returns how many were sent.
+    /// what the device does not take is freed. Returns how many were sent,
+    /// and their bytes.
     #[inline]
-    pub fn tx_burst(&mut self, burst: &mut TxBurst) -> usize {
+    pub fn tx_burst(&mut self, burst: &mut TxBurst) -> Sent {
         if burst.n == 0 {
-            return 0;
+            return Sent::default();
         }
         // SAFETY: this thread owns the queue; entries 0..n are owned mbufs,
         // whose ownership passes to the device or (unsent) back to the pool;
@@ -526,8 +575,19 @@ impl TxQueue {
             ffi::fs_tx_burst(self.dev.port, self.queue, burst.mbufs.as_mut_ptr(), burst.lens.as_ptr(), burst.n as u16)
         };
         burst.n = 0;
-        sent as usize
+        let packets = usize::from(sent);
+        // The lengths asked for: the shim cuts one only when it runs past its buffer, a bug upstream.
+        Sent { packets, bytes: burst.lens[..packets].iter().map(|&l| u64::from(l)).sum() }
     }
+}
+
+/// What one [`TxQueue::tx_burst`] transmitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Packets the device took.
+    pub packets: usize,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@ pub mod mbuf;
 pub mod mempool;
 
 pub use eal::{Eal, EalConfig, Lcore};
-pub use ethdev::{DevInfo, DevStats, DeviceConfig, DeviceSpec, EthDev, RxBurst, RxQueue, TxBurst, TxQueue, MAX_BURST};
+pub use ethdev::{
+    DevInfo, DevStats, DeviceConfig, DeviceSpec, Drain, EthDev, RxBurst, RxQueue, Sent, TxBurst, TxQueue, MAX_BURST,
+};
 pub use mbuf::{Mbuf, Segment};
 pub use mempool::Mempool;
 

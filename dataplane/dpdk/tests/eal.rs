@@ -3,7 +3,7 @@
 //! full again once everything is dropped. One test, because the EAL can be
 //! initialised once per process.
 
-use dpdk::{DeviceConfig, DeviceSpec, Eal, EalConfig, Error, EthDev, Mempool, RxBurst, TxBurst};
+use dpdk::{DeviceConfig, DeviceSpec, Eal, EalConfig, Error, EthDev, Mempool, RxBurst, Sent, TxBurst};
 
 fn frame(i: u8, len: usize) -> Vec<u8> {
     (0..len).map(|k| (k as u8).wrapping_mul(7) ^ i).collect()
@@ -68,11 +68,12 @@ fn ring_loopback_null_rx_clones_and_pool_accounting() {
         assert!(tx.push(seg.into_mbuf(), len as u32).is_ok());
     }
     assert_eq!(pool.in_use(), 3);
-    assert_eq!(txq.tx_burst(&mut tx), 3);
+    let bytes = want.iter().map(|f| f.len() as u64).sum();
+    assert_eq!(txq.tx_burst(&mut tx), Sent { packets: 3, bytes });
     assert!(tx.is_empty());
     let mut rx = RxBurst::default();
     assert_eq!(rxq.rx_burst(&mut rx, 32), 3);
-    let got: Vec<_> = rx.by_ref().collect();
+    let got: Vec<_> = rx.drain().collect();
     assert_eq!(got.iter().map(|s| s.bytes().to_vec()).collect::<Vec<_>>(), want);
 
     // A refcount clone shares the bytes: nothing is allocated, the buffer is
@@ -101,9 +102,9 @@ fn ring_loopback_null_rx_clones_and_pool_accounting() {
     let room = seg.room() as usize;
     assert_eq!(seg.fill(&frame(9, 60)), Some(60));
     assert!(tx.push(seg.into_mbuf(), u32::MAX).is_ok());
-    assert_eq!(txq.tx_burst(&mut tx), 1);
+    assert_eq!(txq.tx_burst(&mut tx).packets, 1);
     assert_eq!(rxq.rx_burst(&mut rx, 32), 1);
-    let long = rx.next().unwrap();
+    let long = rx.drain().next().unwrap();
     assert_eq!((long.len() as usize, &long.bytes()[..60]), (room, &frame(9, 60)[..]));
     drop(long);
     assert_eq!(pool.in_use(), 0);

@@ -19,7 +19,7 @@
 
 use super::{Burst, Port, PortStats};
 use crate::packet::{Meta, Packet, PortId};
-use dpdk::{EthDev, Mempool, RxBurst, RxQueue, TxBurst, TxQueue};
+use dpdk::{EthDev, Mbuf, Mempool, RxBurst, RxQueue, TxBurst, TxQueue};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -88,15 +88,29 @@ impl DpdkPort {
         Arc::clone(&self.copied_in)
     }
 
-    /// Sends what is in the transmit scratch burst.
-    #[inline]
-    fn flush_tx(&mut self) -> usize {
-        let n = self.tx_scratch.len();
-        let sent = self.tx.tx_burst(&mut self.tx_scratch);
-        self.stats.tx_packets += sent as u64;
-        self.stats.tx_dropped += (n - sent) as u64;
-        sent
+    /// A heap packet (from another backend, a copy) copied into a fresh
+    /// mbuf to be sent; `None`, counted in `no_mbuf`, when the pool is empty.
+    #[cold]
+    fn copy_in(pool: &Mempool, copied_in: &AtomicU64, no_mbuf: &mut u64, heap: Packet) -> Option<(Mbuf, u32)> {
+        let Some(mut seg) = pool.alloc() else {
+            *no_mbuf += 1;
+            return None;
+        };
+        let n = seg.fill(heap.data()).unwrap_or(0) as u32;
+        copied_in.fetch_add(1, Ordering::Relaxed);
+        Some((seg.into_mbuf(), n))
     }
+}
+
+/// Sends what is in `scratch` on `tx`, counted in `stats`. Returns how many were sent.
+#[inline]
+fn flush(tx: &mut TxQueue, scratch: &mut TxBurst, stats: &mut PortStats) -> usize {
+    let n = scratch.len();
+    let sent = tx.tx_burst(scratch);
+    stats.tx_packets += sent.packets as u64;
+    stats.tx_bytes += sent.bytes;
+    stats.tx_dropped += (n - sent.packets) as u64;
+    sent.packets
 }
 
 impl Drop for DpdkPort {
@@ -128,15 +142,18 @@ impl Port for DpdkPort {
             if room == 0 {
                 break;
             }
-            if q.rx_burst(&mut self.rx_scratch, room) == 0 {
+            let got = q.rx_burst(&mut self.rx_scratch, room);
+            if got == 0 {
                 continue;
             }
-            for seg in self.rx_scratch.by_ref() {
-                self.stats.rx_bytes += seg.len() as u64;
+            let (port, mut bytes) = (self.id, 0u64);
+            for seg in self.rx_scratch.drain() {
+                bytes += u64::from(seg.len());
                 // Cannot fail: at most `room` mbufs were received.
-                let _ = burst.try_push(Packet::from_mbuf(seg, Meta { port: self.id, ts_ns: 0, orig_len: 0 }));
-                n += 1;
+                let _ = burst.try_push(Packet::from_mbuf(seg, Meta { port, ts_ns: 0, orig_len: 0 }));
             }
+            self.stats.rx_bytes += bytes;
+            n += got;
         }
         self.stats.rx_packets += n as u64;
         n
@@ -147,31 +164,22 @@ impl Port for DpdkPort {
         if !self.registered {
             self.register();
         }
+        let (pool, copied_in, mut no_mbuf) = (&self.pool, &self.copied_in, 0u64);
+        let mut mbufs = burst.drain(..).filter_map(|pkt| match pkt.into_mbuf() {
+            Ok(m) => Some(m),
+            Err(heap) => Self::copy_in(pool, copied_in, &mut no_mbuf, heap),
+        });
         let mut sent = 0;
-        for pkt in burst.drain(..) {
-            let len = pkt.len() as u64;
-            let (mbuf, n) = match pkt.into_mbuf() {
-                Ok(m) => m,
-                Err(heap) => match self.pool.alloc() {
-                    Some(mut seg) => {
-                        let n = seg.fill(heap.data()).unwrap_or(0) as u32;
-                        self.copied_in.fetch_add(1, Ordering::Relaxed);
-                        (seg.into_mbuf(), n)
-                    }
-                    None => {
-                        self.stats.tx_dropped += 1;
-                        continue;
-                    }
-                },
-            };
-            self.stats.tx_bytes += len;
-            if let Err(mbuf) = self.tx_scratch.push(mbuf, n) {
-                sent += self.flush_tx();
-                // Cannot fail: the scratch burst was just emptied.
-                let _ = self.tx_scratch.push(mbuf, n);
+        loop {
+            let ran_out = self.tx_scratch.fill(&mut mbufs);
+            sent += flush(&mut self.tx, &mut self.tx_scratch, &mut self.stats);
+            if ran_out {
+                break;
             }
         }
-        sent + self.flush_tx()
+        drop(mbufs);
+        self.stats.tx_dropped += no_mbuf;
+        sent
     }
 
     fn stats(&self) -> PortStats {
