@@ -257,3 +257,24 @@ fn stopping_the_sink_thread_writes_everything_queued() {
     assert_eq!(tshark(&path, &["udp.srcport"]).len(), 1000);
     assert_eq!(pool.available(), pool.capacity());
 }
+
+#[test]
+fn a_quiet_sink_thread_dozes_and_the_next_copy_wakes_it() {
+    let q = Arc::new(SinkQueue::new("tap", 64));
+    let (sink, _, got) = Flaky::new(0);
+    let thread = SinkThread::spawn(Box::new(sink), Arc::clone(&q), names()).unwrap();
+    let pool = Pool::new(64, 2048);
+    let mut set = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool, 0, 1);
+    for round in 0..3u16 {
+        // A few hundred empty checks, a fraction of a second on an idle host.
+        assert!(wait_until(Duration::from_secs(10), || q.is_dozing()), "round {round}: the idle sink never dozed off");
+        assert_eq!(set.run(0, 0, &packet(round, 100), &FlowKey::default(), 0), ChainVerdict::Forward);
+        assert!(!q.is_dozing(), "round {round}: the copy did not wake the sink thread");
+        let want = u64::from(round) + 1;
+        assert!(wait_until(Duration::from_secs(5), || q.written() == want), "round {round}: written {}", q.written());
+    }
+    assert!(wait_until(Duration::from_secs(10), || q.is_dozing()));
+    thread.stop();
+    assert_eq!(got.lock().unwrap().len(), 3);
+    assert_eq!(pool.available(), pool.capacity());
+}

@@ -4,6 +4,9 @@
 use super::CopyRecord;
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::thread::Thread;
+use std::time::Duration;
 
 /// A sink's inbox: bounded, lock-free, multi-producer (workers) and single
 /// consumer (the sink thread). Pushing never blocks: a full queue hands the
@@ -15,6 +18,10 @@ pub struct SinkQueue {
     written: AtomicU64,
     errors: AtomicU64,
     lost_down: AtomicU64,
+    /// The sink thread, parked for long after a quiet spell (see [`SinkQueue::doze`]).
+    dozing: AtomicBool,
+    /// The thread draining the queue, to wake it.
+    drainer: OnceLock<Thread>,
 }
 
 impl SinkQueue {
@@ -27,6 +34,8 @@ impl SinkQueue {
             written: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             lost_down: AtomicU64::new(0),
+            dozing: AtomicBool::new(false),
+            drainer: OnceLock::new(),
         }
     }
 
@@ -35,10 +44,48 @@ impl SinkQueue {
         &self.name
     }
 
-    /// Enqueues a copy; gives it back when the queue is full.
+    /// Enqueues a copy; gives it back when the queue is full. The first
+    /// copy after the sink thread dozed off wakes it.
     #[inline]
     pub fn push(&self, rec: CopyRecord) -> Result<(), CopyRecord> {
-        self.queue.push(rec)
+        let pushed = self.queue.push(rec);
+        if self.dozing.load(Ordering::Relaxed) {
+            self.wake();
+        }
+        pushed
+    }
+
+    /// Unparks a dozing sink thread: one system call per quiet spell that
+    /// ends, not per copy (the flag is cleared by whoever wakes it first).
+    #[cold]
+    fn wake(&self) {
+        if self.dozing.swap(false, Ordering::AcqRel) {
+            if let Some(t) = self.drainer.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Names the calling thread as the one draining the queue (once).
+    pub(crate) fn attach_drainer(&self) {
+        let _ = self.drainer.set(std::thread::current());
+    }
+
+    /// Parks the draining thread for at most `limit`, or until a copy is
+    /// pushed. Without a fence on the workers' side a push racing with
+    /// dozing off may not wake it: that copy then waits for the timeout,
+    /// which bounds the delay.
+    pub(crate) fn doze(&self, limit: Duration) {
+        self.dozing.store(true, Ordering::SeqCst);
+        if self.queue.is_empty() {
+            std::thread::park_timeout(limit);
+        }
+        self.dozing.store(false, Ordering::Relaxed);
+    }
+
+    /// True while the sink thread is parked after a quiet spell.
+    pub fn is_dozing(&self) -> bool {
+        self.dozing.load(Ordering::Relaxed)
     }
 
     /// Takes the next copy (sink thread only).

@@ -2,7 +2,10 @@
 //!
 //! It runs off the worker cores and sleeps briefly when the queue is empty,
 //! so it never competes with a busy-polling worker for a core it does not
-//! need. A write or flush error marks the sink down (workers stop copying to it), is
+//! need. After a quiet spell it dozes (parks for long) and the first copy
+//! pushed wakes it: an idle sink thread wakes a few times a second, not
+//! two thousand (each of those wake-ups preempts whatever runs on the core
+//! it lands on, on a host whose every core is busy-polling). A write or flush error marks the sink down (workers stop copying to it), is
 //! logged once, and the sink is retried with exponential backoff.
 
 use super::{Names, Sink, SinkQueue};
@@ -17,6 +20,10 @@ const BATCH: usize = 256;
 const FLUSH_EVERY: u64 = 4096;
 /// Sleep when the queue is empty.
 const IDLE_SLEEP: Duration = Duration::from_micros(500);
+/// Empty checks in a row (each after an [`IDLE_SLEEP`]) before dozing off.
+const DOZE_AFTER: u32 = 200;
+/// Longest doze: the delay of a copy whose wake-up raced with dozing off.
+const DOZE: Duration = Duration::from_millis(200);
 /// First retry delay after a failure; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest retry delay.
@@ -54,6 +61,7 @@ impl SinkThread {
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
+            h.thread().unpark();
             if h.join().is_err() {
                 log::error!("sink {}: thread panicked", self.queue.name());
             }
@@ -74,6 +82,8 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
     let mut backoff = FIRST_BACKOFF;
     // A sink that starts down (it could not be opened) is first retried after the backoff.
     let mut retry_at: Option<Instant> = (!q.is_up()).then(|| Instant::now() + FIRST_BACKOFF);
+    let mut quiet = 0u32;
+    q.attach_drainer();
     loop {
         if let Some(t) = retry_at {
             // Backoff over: let workers copy again; the next write and flush tell whether it is back.
@@ -129,7 +139,15 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
             if stop.load(Ordering::Relaxed) && q.is_empty() {
                 return;
             }
-            std::thread::sleep(IDLE_SLEEP);
+            quiet = quiet.saturating_add(1);
+            // A sink waiting for its retry keeps the short sleep: its backoff is timed here.
+            if quiet >= DOZE_AFTER && retry_at.is_none() {
+                q.doze(DOZE);
+            } else {
+                std::thread::sleep(IDLE_SLEEP);
+            }
+        } else {
+            quiet = 0;
         }
     }
 }
