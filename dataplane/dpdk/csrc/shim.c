@@ -14,6 +14,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_thash.h>
 
 /* One received or allocated buffer: where its data starts, its length, and
  * the room from the data start to the end of the buffer. */
@@ -129,11 +130,28 @@ int fs_dev_info(uint16_t port, struct fs_dev_info *out)
 	return 0;
 }
 
+/* The RSS key flowsteer configures, len bytes: 0x6d5a repeated. Under a
+ * Toeplitz hash with this key a flow and its reverse (addresses and ports
+ * swapped) hash alike, so both directions reach the same queue. */
+void fs_symmetric_rss_key(uint8_t *key, unsigned len)
+{
+	for (unsigned i = 0; i < len; i++)
+		key[i] = (i & 1) ? 0x5a : 0x6d;
+}
+
+/* DPDK's software Toeplitz hash (what a NIC computes) of an IPv4 TCP/UDP
+ * 4-tuple, host byte order, under key (at least 16 bytes): for tests. */
+uint32_t fs_softrss_ipv4(const uint8_t *key, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport)
+{
+	uint32_t tuple[3] = { src, dst, (uint32_t)sport << 16 | dport };
+	return rte_softrss(tuple, 3, key);
+}
+
 /* Configures a stopped device: nrxq receive queues filled from mp, ntxq
  * transmit queues, descriptor counts (adjusted to the device's limits; the
  * counts used are written back), the MTU when mtu != 0, and with several
- * receive queues RSS over IP/TCP/UDP/SCTP with a symmetric Toeplitz key
- * (0x6d5a repeated: both directions of a flow hash alike) when the device
+ * receive queues RSS over IP/TCP/UDP/SCTP with the symmetric Toeplitz key
+ * of fs_symmetric_rss_key when the device
  * supports it; *rss says whether it does. On failure returns a negative errno
  * and *stage says which step failed (1 configure, 2 descriptors, 3 rx queue,
  * 4 tx queue). */
@@ -152,8 +170,7 @@ int fs_dev_configure(uint16_t port, uint16_t nrxq, uint16_t ntxq, uint16_t *nrxd
 	uint64_t hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP | RTE_ETH_RSS_SCTP) & info.flow_type_rss_offloads;
 	if (nrxq > 1 && hf != 0) {
 		uint8_t len = info.hash_key_size ? info.hash_key_size : 40;
-		for (unsigned i = 0; i < len; i++)
-			key[i] = (i & 1) ? 0x5a : 0x6d;
+		fs_symmetric_rss_key(key, len);
 		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
 		conf.rx_adv_conf.rss_conf.rss_key = key;
 		conf.rx_adv_conf.rss_conf.rss_key_len = len;

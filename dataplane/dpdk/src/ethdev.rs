@@ -594,6 +594,39 @@ pub struct Sent {
 mod tests {
     use super::*;
 
+    /// DPDK's software Toeplitz hash of an IPv4 4-tuple under `key`.
+    fn toeplitz(key: &[u8], t: (u32, u32, u16, u16)) -> u32 {
+        assert!(key.len() >= 16, "rte_softrss reads 16 key bytes for an IPv4 4-tuple");
+        // SAFETY: the key holds the 16 bytes the hash reads; a pure function.
+        unsafe { ffi::fs_softrss_ipv4(key.as_ptr(), t.0, t.1, t.2, t.3) }
+    }
+
+    #[test]
+    fn the_rss_key_sends_both_directions_of_a_flow_to_one_queue() {
+        let mut key = [0u8; 40];
+        // SAFETY: the shim writes exactly `len` bytes into the array.
+        unsafe { ffi::fs_symmetric_rss_key(key.as_mut_ptr(), key.len() as u32) };
+        assert_eq!(&key[..4], &[0x6d, 0x5a, 0x6d, 0x5a]);
+        // A pseudo-random key, like a NIC's default: flows and their reverses hash apart, which
+        // shows this test can tell.
+        let asymmetric: Vec<u8> = (0..40u32).map(|i| (i.wrapping_mul(0x9e37_79b9) >> 11) as u8 | 1).collect();
+        let (mut x, mut differ) = (0x1234_5678u32, 0);
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let flow = (0x0a00_0000 | x >> 8, 0x0a01_0000 | (x & 0xffff), (x >> 3) as u16, (x >> 16) as u16 | 1);
+            let reverse = (flow.1, flow.0, flow.3, flow.2);
+            let (h, r) = (toeplitz(&key, flow), toeplitz(&key, reverse));
+            assert_eq!(h, r, "flow {flow:x?} and its reverse hash apart");
+            for queues in [2, 4, 8] {
+                assert_eq!(h % queues, r % queues);
+            }
+            differ += usize::from(toeplitz(&asymmetric, flow) != toeplitz(&asymmetric, reverse));
+        }
+        assert!(differ > 900, "only {differ} of 1000 flows hash apart under an asymmetric key");
+    }
+
     #[test]
     fn device_strings() {
         assert_eq!(DeviceSpec::parse("0000:01:00.0").unwrap(), DeviceSpec::Pci("0000:01:00.0".into()));

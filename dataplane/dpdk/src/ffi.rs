@@ -119,6 +119,10 @@ extern "C" {
         stage: *mut c_int,
     ) -> c_int;
     pub fn fs_link_up(port: u16) -> c_int;
+    #[cfg(test)]
+    pub fn fs_symmetric_rss_key(key: *mut u8, len: c_uint);
+    #[cfg(test)]
+    pub fn fs_softrss_ipv4(key: *const u8, src: u32, dst: u32, sport: u16, dport: u16) -> u32;
     pub fn fs_stats(port: u16, out: *mut FsStats) -> c_int;
 }
 
