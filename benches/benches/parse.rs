@@ -1,11 +1,17 @@
 //! `dataplane::parse`: cost of extracting a flow key from one frame, per
 //! packet shape. The fast path (`tcp4`) is what bounds Mpps per core.
+//!
+//! `parse/*` is one call at a time, the key returned by value: its latency,
+//! which includes reading back the key just written. `parse_burst/*` is
+//! what the worker does: 32 frames of a shape keyed into an array in place,
+//! the cost per frame when a burst's parses overlap.
 
 #![deny(unsafe_code)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use dataplane::flow::FlowKey;
 use dataplane::flow::MacAddr;
-use dataplane::parser::parse;
+use dataplane::parser::{parse, parse_into};
 use dataplane::wire::build::PacketBuilder;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -40,7 +46,35 @@ fn bench_parse(c: &mut Criterion) {
         group.bench_function(name, |bench| bench.iter(|| parse(black_box(&frame), black_box(1))));
     }
     group.finish();
+
+    let mut group = c.benchmark_group("dataplane::parse_burst");
+    group.throughput(Throughput::Elements(BURST as u64));
+    for (name, frame) in frames() {
+        // A burst of distinct frames of one shape: the last byte (payload or padding) differs.
+        let burst: Vec<Vec<u8>> = (0..BURST)
+            .map(|i| {
+                let mut f = frame.clone();
+                if let Some(b) = f.last_mut() {
+                    *b = i as u8;
+                }
+                f
+            })
+            .collect();
+        let mut keys = [FlowKey::default(); BURST];
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                for (f, k) in burst.iter().zip(keys.iter_mut()) {
+                    black_box(parse_into(black_box(f), 1, k));
+                }
+                black_box(&keys);
+            })
+        });
+    }
+    group.finish();
 }
+
+/// Frames per burst, as the worker receives them.
+const BURST: usize = 32;
 
 criterion_group!(benches, bench_parse);
 criterion_main!(benches);

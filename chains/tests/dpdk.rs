@@ -62,11 +62,11 @@ fn mbuf_copies_are_bounded_clones_and_the_pool_refills() {
         seg.fill(&frame(i)).unwrap();
         tx.push(seg.into_mbuf(), 200).unwrap();
     }
-    assert_eq!(txq.tx_burst(&mut tx), 4);
+    assert_eq!(txq.tx_burst(&mut tx).packets, 4);
     let mut rx = RxBurst::default();
     assert_eq!(rxq.rx_burst(&mut rx, 32), 4);
     let originals: Vec<Packet> =
-        rx.by_ref().map(|s| Packet::from_mbuf(s, Meta { port: 0, ts_ns: 5, orig_len: 0 })).collect();
+        rx.drain().map(|s| Packet::from_mbuf(s, Meta { port: 0, ts_ns: 5, orig_len: 0 })).collect();
     assert!(originals.iter().all(Packet::is_mbuf));
     assert_eq!(pool.in_use(), 4);
 
@@ -129,7 +129,7 @@ fn mbuf_copies_are_bounded_clones_and_the_pool_refills() {
     let mut trx = tool_dev.rx_queue(0).unwrap();
     let mut rx = RxBurst::default();
     assert_eq!(trx.rx_burst(&mut rx, 32), 2);
-    let out: Vec<Vec<u8>> = rx.by_ref().map(|s| s.bytes().to_vec()).collect();
+    let out: Vec<Vec<u8>> = rx.drain().map(|s| s.bytes().to_vec()).collect();
     assert_eq!(out, [frame(1), frame(2)]);
 
     drop((clone, heap, recs, first, o0, sink, trx, rxq, txq, set));
