@@ -150,29 +150,33 @@ pub fn parse(frame: &[u8], in_port: PortId) -> (FlowKey, Option<Malformed>) {
 /// later wide read of it never waits on the narrow stores that built it.
 #[inline]
 pub fn parse_into(frame: &[u8], in_port: PortId, key: &mut FlowKey) -> Option<Malformed> {
-    if plain_ipv4(frame, in_port, key) {
-        return None;
+    // Returned by value, not written through `key`: measured 3-4% faster in
+    // the worker (flowsteer over net_pcap ports, alternated builds).
+    match plain_ipv4(frame, in_port) {
+        Some(k) => {
+            *key = k;
+            None
+        }
+        None => parse_layers(frame, in_port, key),
     }
-    parse_layers(frame, in_port, key)
 }
 
 /// The commonest frame on a virtual switch, keyed in one straight line:
 /// untagged Ethernet, IPv4 with a 20-byte header, not a later fragment,
 /// TCP, or UDP to a port other than VXLAN's and Geneve's, every length
-/// consistent: writes its key and returns true. False, writing nothing,
-/// for anything else, which [`parse_layers`] keys.
+/// consistent. `None` for anything else, which [`parse_layers`] keys.
 ///
 /// Both give the same key for the frames this one takes (a proptest checks
 /// it on built and mutated frames); this one spares such a frame the
 /// layer-by-layer walk, which was most of the worker's own time per packet
 /// (the whole parse 8.6 of 18 ns, in a profile with pcap ports).
 #[inline(always)]
-fn plain_ipv4(frame: &[u8], in_port: PortId, key: &mut FlowKey) -> bool {
+fn plain_ipv4(frame: &[u8], in_port: PortId) -> Option<FlowKey> {
     // Ethernet (14), IPv4 (20) and a UDP header (8); TCP's 20 are checked through the lengths.
-    let Some(h) = frame.first_chunk::<42>() else { return false };
+    let h: &[u8; 42] = frame.first_chunk()?;
     let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
     if be16(12) != ethertype::IPV4 || h[14] != 0x45 {
-        return false;
+        return None;
     }
     let total_len = usize::from(be16(16));
     let protocol = h[23];
@@ -186,10 +190,10 @@ fn plain_ipv4(frame: &[u8], in_port: PortId, key: &mut FlowKey) -> bool {
     // A total length under 20 wraps l4_len past the frame; over the frame is a length error.
     let first_fragment = be16(20) & 0x1fff == 0;
     if !l4_complete || !first_fragment || total_len > frame.len() - 14 || total_len < 20 {
-        return false;
+        return None;
     }
     let mac = |i: usize| MacAddr([h[i], h[i + 1], h[i + 2], h[i + 3], h[i + 4], h[i + 5]]);
-    *key = FlowKey {
+    Some(FlowKey {
         src_ip: v4_mapped([h[26], h[27], h[28], h[29]]),
         dst_ip: v4_mapped([h[30], h[31], h[32], h[33]]),
         src_mac: mac(6),
@@ -204,8 +208,7 @@ fn plain_ipv4(frame: &[u8], in_port: PortId, key: &mut FlowKey) -> bool {
         ip_version: 4,
         vni: NO_VNI,
         tunnel: tunnel::NONE,
-    };
-    true
+    })
 }
 
 /// [`parse_into`] for every frame: layer by layer, keyed as far as it parses.
@@ -1193,18 +1196,6 @@ mod tests {
         k
     }
 
-    /// The key [`plain_ipv4`] writes, if it takes the frame; when it does
-    /// not, it must have left the key alone.
-    fn plain_key(frame: &[u8], in_port: u16) -> Option<FlowKey> {
-        let before = FlowKey { vni: 0x5a5a, proto: 0xa5, ..FlowKey::default() };
-        let mut key = before;
-        if plain_ipv4(frame, in_port, &mut key) {
-            return Some(key);
-        }
-        assert_eq!(key, before, "a frame left to the layers was written into the key");
-        None
-    }
-
     /// `s` without VLAN tags or IPv4 options: the frames [`plain_ipv4`] may take.
     fn untagged_without_options(mut s: Spec) -> Spec {
         s.vlans.clear();
@@ -1257,7 +1248,7 @@ mod tests {
                 // Anything else is left to the layers, whatever it is.
                 _ => false,
             };
-            let key = plain_key(&frame, spec.in_port);
+            let key = plain_ipv4(&frame, spec.in_port);
             prop_assert_eq!(key.is_some(), plain);
             if let Some(k) = key {
                 prop_assert_eq!(k, reference_key(&spec));
@@ -1281,7 +1272,7 @@ mod tests {
             let frame = &frame[..keep];
             let mut layered = FlowKey::default();
             let bad = parse_layers(frame, spec.in_port, &mut layered);
-            if let Some(k) = plain_key(frame, spec.in_port) {
+            if let Some(k) = plain_ipv4(frame, spec.in_port) {
                 prop_assert_eq!((k, None), (layered, bad));
             }
             prop_assert_eq!(parse(frame, spec.in_port), (layered, bad));
