@@ -278,3 +278,46 @@ fn a_quiet_sink_thread_dozes_and_the_next_copy_wakes_it() {
     assert_eq!(got.lock().unwrap().len(), 3);
     assert_eq!(pool.available(), pool.capacity());
 }
+
+#[test]
+fn a_sink_that_failed_once_dozes_again_when_quiet() {
+    let (sink, fail, got) = Flaky::new(1);
+    let q = Arc::new(SinkQueue::new("flaky", 16));
+    let thread = SinkThread::spawn(Box::new(sink), Arc::clone(&q), names()).unwrap();
+    let pool = Pool::new(16, 2048);
+    let mut set = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool, 0, 1);
+    assert_eq!(set.run(0, 0, &packet(0, 60), &FlowKey::default(), 0), ChainVerdict::Forward);
+    assert!(wait_until(Duration::from_secs(2), || !q.is_up()), "marked down by the failed write");
+    assert_eq!(fail.load(Ordering::SeqCst), 0);
+    assert!(wait_until(Duration::from_secs(2), || q.is_up()), "up again after the backoff");
+    // No copy came to confirm the recovery: the thread must still doze off.
+    assert!(wait_until(Duration::from_secs(10), || q.is_dozing()), "a sink that was down never dozed off");
+    assert_eq!(set.run(0, 0, &packet(1, 60), &FlowKey::default(), 0), ChainVerdict::Forward);
+    assert!(wait_until(Duration::from_secs(5), || q.written() == 1));
+    assert!(wait_until(Duration::from_secs(10), || q.is_dozing()), "recovered and quiet, yet awake");
+    thread.stop();
+    assert_eq!(*got.lock().unwrap(), [frame(1, 60)]);
+    assert_eq!((q.written(), q.errors()), (1, 1));
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+#[test]
+fn a_second_sink_thread_on_the_same_queue_is_the_one_woken() {
+    let q = Arc::new(SinkQueue::new("tap", 16));
+    let pool = Pool::new(16, 2048);
+    let mut set = ChainSet::new(&[chain(OnFailure::FailOpen)], &[Arc::clone(&q)], &pool, 0, 1);
+    let (first, _, _) = Flaky::new(0);
+    SinkThread::spawn(Box::new(first), Arc::clone(&q), names()).unwrap().stop();
+    let (second, _, got) = Flaky::new(0);
+    let thread = SinkThread::spawn(Box::new(second), Arc::clone(&q), names()).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || q.is_dozing()));
+    // Woken, the copy is written at once; waking the stopped thread instead
+    // would leave it until the doze times out (200 ms after it began).
+    std::thread::sleep(Duration::from_millis(20));
+    let t = Instant::now();
+    assert_eq!(set.run(0, 0, &packet(0, 60), &FlowKey::default(), 0), ChainVerdict::Forward);
+    assert!(wait_until(Duration::from_secs(5), || q.written() == 1));
+    assert!(t.elapsed() < Duration::from_millis(150), "the copy waited {:?}: the wake-up went elsewhere", t.elapsed());
+    thread.stop();
+    assert_eq!(got.lock().unwrap().len(), 1);
+}

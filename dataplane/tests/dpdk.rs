@@ -101,6 +101,10 @@ fn worker_forwards_mbufs_between_pcap_vdevs() {
     burst.push(Packet::from_slice(&extra, Meta::default()));
     assert_eq!(other.tx_burst(&mut burst), 1);
     assert_eq!(other.copied_in().load(Ordering::Relaxed), 1);
+    // One larger than an mbuf's room is dropped and counted, not sent cut short.
+    burst.push(Packet::from_slice(&frame(8, 3000), Meta::default()));
+    assert_eq!(other.tx_burst(&mut burst), 0);
+    assert_eq!((other.copied_in().load(Ordering::Relaxed), other.stats().tx_dropped), (1, 1));
     drop((worker, other));
     drop((a, b));
     assert_eq!(pool.in_use(), 0, "mbufs leaked: {}", pool.in_use());

@@ -2,9 +2,10 @@
 //! health and counters.
 
 use super::CopyRecord;
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ pub struct SinkQueue {
     lost_down: AtomicU64,
     /// The sink thread, parked for long after a quiet spell (see [`SinkQueue::doze`]).
     dozing: AtomicBool,
-    /// The thread draining the queue, to wake it.
-    drainer: OnceLock<Thread>,
+    /// The thread draining the queue, to wake it; replaced when another
+    /// sink thread takes the queue over.
+    drainer: ArcSwapOption<Thread>,
 }
 
 impl SinkQueue {
@@ -35,7 +37,7 @@ impl SinkQueue {
             errors: AtomicU64::new(0),
             lost_down: AtomicU64::new(0),
             dozing: AtomicBool::new(false),
-            drainer: OnceLock::new(),
+            drainer: ArcSwapOption::empty(),
         }
     }
 
@@ -60,15 +62,15 @@ impl SinkQueue {
     #[cold]
     fn wake(&self) {
         if self.dozing.swap(false, Ordering::AcqRel) {
-            if let Some(t) = self.drainer.get() {
+            if let Some(t) = &*self.drainer.load() {
                 t.unpark();
             }
         }
     }
 
-    /// Names the calling thread as the one draining the queue (once).
+    /// Names the calling thread as the one draining the queue.
     pub(crate) fn attach_drainer(&self) {
-        let _ = self.drainer.set(std::thread::current());
+        self.drainer.store(Some(Arc::new(std::thread::current())));
     }
 
     /// Parks the draining thread for at most `limit`, or until a copy is

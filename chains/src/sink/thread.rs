@@ -140,9 +140,8 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
                 return;
             }
             quiet = quiet.saturating_add(1);
-            // A sink waiting for its retry keeps the short sleep: its backoff is timed here.
-            if quiet >= DOZE_AFTER && retry_at.is_none() {
-                q.doze(DOZE);
+            if quiet >= DOZE_AFTER {
+                q.doze(doze_limit(retry_at, Instant::now()));
             } else {
                 std::thread::sleep(IDLE_SLEEP);
             }
@@ -152,8 +151,35 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
     }
 }
 
+/// How long a quiet sink thread may doze: [`DOZE`], or less while a sink
+/// that is down waits for its retry, which is timed by this thread (a sink
+/// past its retry time is up for the workers again, and their next copy
+/// wakes the thread).
+fn doze_limit(retry_at: Option<Instant>, now: Instant) -> Duration {
+    match retry_at {
+        Some(t) if t > now => (t - now).min(DOZE),
+        _ => DOZE,
+    }
+}
+
 fn fail(q: &SinkQueue, retry_at: &mut Option<Instant>, backoff: &mut Duration) {
     q.set_up(false);
     *retry_at = Some(Instant::now() + *backoff);
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_waiting_for_its_retry_dozes_no_later_than_the_retry() {
+        let now = Instant::now();
+        assert_eq!(doze_limit(None, now), DOZE);
+        assert_eq!(doze_limit(Some(now + Duration::from_millis(30)), now), Duration::from_millis(30));
+        assert_eq!(doze_limit(Some(now + DOZE * 3), now), DOZE);
+        // Past its retry time the sink is up again: nothing left to time.
+        assert_eq!(doze_limit(Some(now), now), DOZE);
+        assert_eq!(doze_limit(Some(now), now + Duration::from_secs(1)), DOZE);
+    }
 }

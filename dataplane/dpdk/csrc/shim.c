@@ -78,17 +78,19 @@ uint16_t fs_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **mbufs, str
 }
 
 /* Sets each mbuf's length to lens[i], cut to the room from its data start
- * to the end of its buffer (so a device never reads past the buffer),
+ * to the end of its buffer (so a device never reads past the buffer; a cut
+ * length is written back to lens[i], so the caller counts what went out),
  * transmits on (port, queue), and frees what the device did not take.
  * Returns how many were sent. */
-uint16_t fs_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **mbufs, const uint32_t *lens, uint16_t n)
+uint16_t fs_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **mbufs, uint32_t *lens, uint16_t n)
 {
 	for (uint16_t i = 0; i < n; i++) {
 		struct rte_mbuf *m = mbufs[i];
 		uint32_t room = (uint32_t)m->buf_len - m->data_off;
-		uint32_t len = lens[i] < room ? lens[i] : room;
-		m->data_len = (uint16_t)len;
-		m->pkt_len = len;
+		if (unlikely(lens[i] > room))
+			lens[i] = room;
+		m->data_len = (uint16_t)lens[i];
+		m->pkt_len = lens[i];
 	}
 	uint16_t sent = rte_eth_tx_burst(port, queue, mbufs, n);
 	if (unlikely(sent < n))

@@ -509,18 +509,19 @@ impl TxBurst {
     /// packet stores it and reads it back behind the stores of the entry.
     #[inline]
     pub fn fill(&mut self, items: &mut impl Iterator<Item = (Mbuf, u32)>) -> bool {
-        let mut n = self.n;
-        let ran_out = loop {
-            if n == MAX_BURST {
-                break false;
+        let TxBurst { mbufs, lens, n } = self;
+        // Stores the count back also when `items` panics, so the mbufs
+        // already moved in are still freed on drop.
+        let mut count = Count { n: *n, out: n };
+        loop {
+            if count.n == MAX_BURST {
+                return false;
             }
-            let Some((mbuf, len)) = items.next() else { break true };
-            self.lens[n] = len;
-            self.mbufs[n] = mbuf.into_raw();
-            n += 1;
-        };
-        self.n = n;
-        ran_out
+            let Some((mbuf, len)) = items.next() else { return true };
+            lens[count.n] = len;
+            mbufs[count.n] = mbuf.into_raw();
+            count.n += 1;
+        }
     }
 
     /// Mbufs waiting.
@@ -536,6 +537,19 @@ impl TxBurst {
     /// True when no more fit.
     pub fn is_full(&self) -> bool {
         self.n == MAX_BURST
+    }
+}
+
+/// A burst's count kept in a local while filling, stored back on every exit.
+struct Count<'a> {
+    n: usize,
+    out: &'a mut usize,
+}
+
+impl Drop for Count<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        *self.out = self.n;
     }
 }
 
@@ -572,11 +586,17 @@ impl TxQueue {
         // whose ownership passes to the device or (unsent) back to the pool;
         // the shim cuts each length to its mbuf's room before the device reads it.
         let sent = unsafe {
-            ffi::fs_tx_burst(self.dev.port, self.queue, burst.mbufs.as_mut_ptr(), burst.lens.as_ptr(), burst.n as u16)
+            ffi::fs_tx_burst(
+                self.dev.port,
+                self.queue,
+                burst.mbufs.as_mut_ptr(),
+                burst.lens.as_mut_ptr(),
+                burst.n as u16,
+            )
         };
         burst.n = 0;
         let packets = usize::from(sent);
-        // The lengths asked for: the shim cuts one only when it runs past its buffer, a bug upstream.
+        // The lengths as sent: the shim wrote back any it cut to its mbuf's room.
         Sent { packets, bytes: burst.lens[..packets].iter().map(|&l| u64::from(l)).sum() }
     }
 }

@@ -101,7 +101,7 @@ extern "C" {
         n: u16,
         dropped: *mut u64,
     ) -> u16;
-    pub fn fs_tx_burst(port: u16, queue: u16, mbufs: *mut *mut RteMbuf, lens: *const u32, n: u16) -> u16;
+    pub fn fs_tx_burst(port: u16, queue: u16, mbufs: *mut *mut RteMbuf, lens: *mut u32, n: u16) -> u16;
     pub fn fs_mbuf_alloc(mp: *mut RteMempool, seg: *mut FsSeg) -> *mut RteMbuf;
     pub fn fs_mbuf_free(m: *mut RteMbuf);
     pub fn fs_mbuf_ref(m: *mut RteMbuf);

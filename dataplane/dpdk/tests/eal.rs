@@ -102,7 +102,7 @@ fn ring_loopback_null_rx_clones_and_pool_accounting() {
     let room = seg.room() as usize;
     assert_eq!(seg.fill(&frame(9, 60)), Some(60));
     assert!(tx.push(seg.into_mbuf(), u32::MAX).is_ok());
-    assert_eq!(txq.tx_burst(&mut tx).packets, 1);
+    assert_eq!(txq.tx_burst(&mut tx), Sent { packets: 1, bytes: room as u64 }, "the bytes that went out are counted");
     assert_eq!(rxq.rx_burst(&mut rx, 32), 1);
     let long = rx.drain().next().unwrap();
     assert_eq!((long.len() as usize, &long.bytes()[..60]), (room, &frame(9, 60)[..]));
@@ -116,6 +116,21 @@ fn ring_loopback_null_rx_clones_and_pool_accounting() {
     }
     assert!(full.push(pool.alloc().unwrap().into_mbuf(), 60).is_err());
     drop(full);
+    assert_eq!(pool.in_use(), 0);
+
+    // An iterator that panics part-way through a fill leaves what it gave in
+    // the burst, and dropping the burst frees it.
+    let mut part = TxBurst::default();
+    let filled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut items = (0..3).map(|i| {
+            assert!(i < 2, "the third item fails");
+            (pool.alloc().unwrap().into_mbuf(), 60)
+        });
+        part.fill(&mut items)
+    }));
+    assert!(filled.is_err());
+    assert_eq!((part.len(), pool.in_use()), (2, 2));
+    drop(part);
     assert_eq!(pool.in_use(), 0);
 
     // net_null receives as fast as it is polled, from our pool.

@@ -89,16 +89,26 @@ impl DpdkPort {
     }
 
     /// A heap packet (from another backend, a copy) copied into a fresh
-    /// mbuf to be sent; `None`, counted in `no_mbuf`, when the pool is empty.
+    /// mbuf to be sent; `None`, counted in `unsent`, when the pool is empty
+    /// or the packet is larger than an mbuf's room.
     #[cold]
-    fn copy_in(pool: &Mempool, copied_in: &AtomicU64, no_mbuf: &mut u64, heap: Packet) -> Option<(Mbuf, u32)> {
-        let Some(mut seg) = pool.alloc() else {
-            *no_mbuf += 1;
-            return None;
-        };
-        let n = seg.fill(heap.data()).unwrap_or(0) as u32;
-        copied_in.fetch_add(1, Ordering::Relaxed);
-        Some((seg.into_mbuf(), n))
+    fn copy_in(pool: &Mempool, copied_in: &AtomicU64, unsent: &mut u64, heap: Packet) -> Option<(Mbuf, u32)> {
+        // A jumbo frame from another backend does not fit a pool of standard
+        // mbufs: dropped and counted rather than sent cut short.
+        let seg = pool.alloc().and_then(|mut seg| match seg.fill(heap.data()) {
+            Some(n) if n == heap.data().len() => Some((seg.into_mbuf(), n as u32)),
+            _ => None,
+        });
+        match seg {
+            Some(sent) => {
+                copied_in.fetch_add(1, Ordering::Relaxed);
+                Some(sent)
+            }
+            None => {
+                *unsent += 1;
+                None
+            }
+        }
     }
 }
 
@@ -164,10 +174,10 @@ impl Port for DpdkPort {
         if !self.registered {
             self.register();
         }
-        let (pool, copied_in, mut no_mbuf) = (&self.pool, &self.copied_in, 0u64);
+        let (pool, copied_in, mut unsent) = (&self.pool, &self.copied_in, 0u64);
         let mut mbufs = burst.drain(..).filter_map(|pkt| match pkt.into_mbuf() {
             Ok(m) => Some(m),
-            Err(heap) => Self::copy_in(pool, copied_in, &mut no_mbuf, heap),
+            Err(heap) => Self::copy_in(pool, copied_in, &mut unsent, heap),
         });
         let mut sent = 0;
         loop {
@@ -178,7 +188,7 @@ impl Port for DpdkPort {
             }
         }
         drop(mbufs);
-        self.stats.tx_dropped += no_mbuf;
+        self.stats.tx_dropped += unsent;
         sent
     }
 
