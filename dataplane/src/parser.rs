@@ -1256,7 +1256,7 @@ mod tests {
         }
 
         #[test]
-        fn plain_ipv4_keys_damaged_frames_like_the_layers_or_leaves_them(
+        fn plain_ipv4_keys_damaged_frames_like_the_layers_or_leaves_them_to_the_layers(
             spec in arb_spec(),
             flips in prop::collection::vec((0usize..42, any::<u8>()), 0..4),
             cut in any::<prop::sample::Index>(),

@@ -68,7 +68,8 @@ impl SinkQueue {
         }
     }
 
-    /// Names the calling thread as the one draining the queue.
+    /// Names the calling thread as the one draining the queue, in place of
+    /// any thread that drained it before.
     pub(crate) fn attach_drainer(&self) {
         self.drainer.store(Some(Arc::new(std::thread::current())));
     }
@@ -155,5 +156,33 @@ impl SinkQueue {
     /// until its retry time.
     pub fn lost_down(&self) -> u64 {
         self.lost_down.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::packet::{Meta, Packet};
+    use std::time::Instant;
+
+    #[test]
+    fn a_push_wakes_the_thread_attached_last() {
+        let q = Arc::new(SinkQueue::new("s", 4));
+        let q1 = Arc::clone(&q);
+        std::thread::spawn(move || q1.attach_drainer()).join().unwrap();
+        let q2 = Arc::clone(&q);
+        let second = std::thread::spawn(move || {
+            q2.attach_drainer();
+            let t = Instant::now();
+            q2.doze(Duration::from_secs(60));
+            t.elapsed()
+        });
+        while !q.is_dozing() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let rec = CopyRecord { pkt: Packet::from_slice(&[0; 60], Meta::default()), rule: 0, chain: 0 };
+        assert!(q.push(rec).is_ok());
+        let dozed = second.join().unwrap();
+        assert!(dozed < Duration::from_secs(30), "the push woke another thread: the drainer dozed {dozed:?}");
     }
 }

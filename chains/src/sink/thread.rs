@@ -5,8 +5,9 @@
 //! need. After a quiet spell it dozes (parks for long) and the first copy
 //! pushed wakes it: an idle sink thread wakes a few times a second, not
 //! two thousand (each of those wake-ups preempts whatever runs on the core
-//! it lands on, on a host whose every core is busy-polling). A write or flush error marks the sink down (workers stop copying to it), is
-//! logged once, and the sink is retried with exponential backoff.
+//! it lands on, on a host whose every core is busy-polling). A write or
+//! flush error marks the sink down (workers stop copying to it), is logged
+//! once, and the sink is retried with exponential backoff.
 
 use super::{Names, Sink, SinkQueue};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +38,8 @@ pub struct SinkThread {
 }
 
 impl SinkThread {
-    /// Starts a thread writing what arrives on `queue` to `sink`.
+    /// Starts a thread writing what arrives on `queue` to `sink`. One sink
+    /// thread drains a queue at a time: stop the previous one first.
     pub fn spawn(mut sink: Box<dyn Sink>, queue: Arc<SinkQueue>, names: Arc<Names>) -> std::io::Result<SinkThread> {
         let stop = Arc::new(AtomicBool::new(false));
         let (stop2, q) = (Arc::clone(&stop), Arc::clone(&queue));
@@ -141,7 +143,7 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
             }
             quiet = quiet.saturating_add(1);
             if quiet >= DOZE_AFTER {
-                q.doze(doze_limit(retry_at, Instant::now()));
+                q.doze(doze_limit(retry_at, q.is_up(), Instant::now()));
             } else {
                 std::thread::sleep(IDLE_SLEEP);
             }
@@ -151,13 +153,14 @@ fn drain(sink: &mut dyn Sink, q: &SinkQueue, names: &Names, stop: &AtomicBool) {
     }
 }
 
-/// How long a quiet sink thread may doze: [`DOZE`], or less while a sink
-/// that is down waits for its retry, which is timed by this thread (a sink
-/// past its retry time is up for the workers again, and their next copy
-/// wakes the thread).
-fn doze_limit(retry_at: Option<Instant>, now: Instant) -> Duration {
+/// How long a quiet sink thread may doze: [`DOZE`], or, while the sink is
+/// down, no longer than until its retry, which this thread times (nothing,
+/// when the retry fell due since the top of the loop). A sink that is up
+/// (never failed, or past its retry and waiting for a copy to confirm it)
+/// is woken by the workers' next copy.
+fn doze_limit(retry_at: Option<Instant>, up: bool, now: Instant) -> Duration {
     match retry_at {
-        Some(t) if t > now => (t - now).min(DOZE),
+        Some(t) if !up => t.saturating_duration_since(now).min(DOZE),
         _ => DOZE,
     }
 }
@@ -175,11 +178,12 @@ mod tests {
     #[test]
     fn a_sink_waiting_for_its_retry_dozes_no_later_than_the_retry() {
         let now = Instant::now();
-        assert_eq!(doze_limit(None, now), DOZE);
-        assert_eq!(doze_limit(Some(now + Duration::from_millis(30)), now), Duration::from_millis(30));
-        assert_eq!(doze_limit(Some(now + DOZE * 3), now), DOZE);
-        // Past its retry time the sink is up again: nothing left to time.
-        assert_eq!(doze_limit(Some(now), now), DOZE);
-        assert_eq!(doze_limit(Some(now), now + Duration::from_secs(1)), DOZE);
+        assert_eq!(doze_limit(None, true, now), DOZE);
+        assert_eq!(doze_limit(Some(now + Duration::from_millis(30)), false, now), Duration::from_millis(30));
+        assert_eq!(doze_limit(Some(now + DOZE * 3), false, now), DOZE);
+        // Due but not yet set up (that happens at the top of the loop): no doze.
+        assert_eq!(doze_limit(Some(now), false, now + Duration::from_secs(1)), Duration::ZERO);
+        // Set up again after its retry time: nothing left to time.
+        assert_eq!(doze_limit(Some(now), true, now + Duration::from_secs(1)), DOZE);
     }
 }

@@ -584,7 +584,8 @@ impl TxQueue {
         }
         // SAFETY: this thread owns the queue; entries 0..n are owned mbufs,
         // whose ownership passes to the device or (unsent) back to the pool;
-        // the shim cuts each length to its mbuf's room before the device reads it.
+        // the shim cuts each length to its mbuf's room before the device reads
+        // it, writing only lens[0..n], borrowed uniquely through `burst`.
         let sent = unsafe {
             ffi::fs_tx_burst(
                 self.dev.port,

@@ -10,7 +10,8 @@
 //! copied on the way from receive to transmit. A packet that is not
 //! mbuf-backed (a flood copy, a copy from a capture-file or af_packet port)
 //! is copied into a fresh mbuf on transmit and counted in
-//! [`DpdkPort::copied_in`]; without a free mbuf it is dropped and counted.
+//! [`DpdkPort::copied_in`]; without a free mbuf, or when it is larger than
+//! an mbuf's room, it is dropped and counted in `tx_dropped`.
 //!
 //! The thread that first bursts on an instance registers itself with the
 //! EAL (`rte_thread_register`, once per thread, undone when it exits), so
@@ -89,15 +90,16 @@ impl DpdkPort {
     }
 
     /// A heap packet (from another backend, a copy) copied into a fresh
-    /// mbuf to be sent; `None`, counted in `unsent`, when the pool is empty
-    /// or the packet is larger than an mbuf's room.
+    /// mbuf to be sent; `None`, added to `unsent` (the port's `tx_dropped`),
+    /// when the pool is empty or the packet is larger than an mbuf's room.
     #[cold]
     fn copy_in(pool: &Mempool, copied_in: &AtomicU64, unsent: &mut u64, heap: Packet) -> Option<(Mbuf, u32)> {
         // A jumbo frame from another backend does not fit a pool of standard
         // mbufs: dropped and counted rather than sent cut short.
-        let seg = pool.alloc().and_then(|mut seg| match seg.fill(heap.data()) {
-            Some(n) if n == heap.data().len() => Some((seg.into_mbuf(), n as u32)),
-            _ => None,
+        let data = heap.data();
+        let seg = pool.alloc().filter(|seg| data.len() <= seg.room() as usize).and_then(|mut seg| {
+            let n = seg.fill(data)?;
+            Some((seg.into_mbuf(), n as u32))
         });
         match seg {
             Some(sent) => {
