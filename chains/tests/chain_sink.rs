@@ -78,7 +78,7 @@ type Written = Arc<Mutex<Vec<Vec<u8>>>>;
 /// A sink that fails its first `fail` writes, then records what it is given.
 struct Flaky {
     fail: Arc<AtomicUsize>,
-    got: Arc<Mutex<Vec<Vec<u8>>>>,
+    got: Written,
 }
 
 impl Flaky {
